@@ -1,0 +1,58 @@
+"""Argument checks shared by the data modules (private).
+
+Every check raises a one-line error that names the owner (class or function), the
+argument, what was expected and what was received, as STYLE.md asks:
+``ValueError("Vocab.build: min_freq must be >= 1, got 0")``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Collection, Mapping
+from typing import Any
+
+__all__: list[str] = []
+
+
+def check_int(owner: str, name: str, value: object, minimum: int | None = None) -> int:
+    """Return ``value`` as an ``int``; reject bools, floats and values below ``minimum``."""
+    # bool is a subclass of int, but `batch_size=True` is always a mistake.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_bool(owner: str, name: str, value: object) -> bool:
+    """Return ``value`` if it is a ``bool``; ``0``/``1``/strings are rejected."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_choice(owner: str, name: str, value: object, choices: Collection[str]) -> str:
+    """Return ``value`` if it is one of ``choices``."""
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{owner}: {name} must be one of {options}, got {value!r}")
+    return str(value)
+
+
+def check_state(owner: str, state: object, mine: Mapping[str, Any],
+                progress_keys: Collection[str]) -> None:
+    """Check a loaded ``state`` dict against ``mine`` (the object's own ``state_dict()``).
+
+    Every key of ``mine`` must be present; all but ``progress_keys`` (epoch, position)
+    must be equal, since resuming with other settings would silently give other batches.
+    """
+    if not isinstance(state, Mapping):
+        raise TypeError(f"{owner}: state must be a dict, got {type(state).__name__}")
+    missing = sorted(set(mine) - set(state))
+    if missing:
+        raise ValueError(f"{owner}: state must have keys {sorted(mine)}, missing {missing}")
+    for key, value in mine.items():
+        if key not in progress_keys and state[key] != value:
+            raise ValueError(f"{owner}: state[{key!r}] must equal this object's {value!r}, "
+                             f"got {state[key]!r}")
