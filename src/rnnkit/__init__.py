@@ -7,7 +7,8 @@ cell over time.
 from . import cells
 from .cells import GRUCell, LSTMCell, RNNCell
 from .layers import GRU, LSTM, RNN, Recurrent
+from .training.run import load
 
 __version__ = "0.1.0"
 
-__all__ = ["cells", "RNN", "LSTM", "GRU", "Recurrent", "RNNCell", "LSTMCell", "GRUCell", "__version__"]
+__all__ = ["cells", "RNN", "LSTM", "GRU", "Recurrent", "RNNCell", "LSTMCell", "GRUCell", "load", "__version__"]

@@ -1,0 +1,242 @@
+"""The ``rnnkit`` command: tasks, train, evaluate, predict, generate.
+
+Flags map onto typed dataclasses (``TrainConfig`` and each task's ``Options``): every field
+is a ``--flag`` of its type; a TOML file given with ``--config`` sets fields too, and flags
+given on the command line win. User errors print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _dispatch(argv)
+    except KeyboardInterrupt:
+        print("rnnkit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # user errors: one line, no traceback
+        from .training.trainer import TrainingStopped
+
+        if os.environ.get("RNNKIT_DEBUG") or not isinstance(e, (ValueError, TypeError, OSError, TrainingStopped)):
+            raise
+        print(f"rnnkit: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1 if isinstance(e, TrainingStopped) else 2
+
+
+def _dispatch(argv: list[str]) -> int:
+    parser = _Parser(prog="rnnkit", description="Recurrent neural networks on PyTorch.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("tasks", help="list tasks, their default data and metric")
+    sub.add_parser("train", help="train a task: rnnkit train TASK [--help for its options]", add_help=False)
+    ev = sub.add_parser("evaluate", help="metrics of a trained run")
+    ev.add_argument("run_dir", metavar="DIR")
+    ev.add_argument("--data", metavar="PATH", help="a data file in the task's format (default: the run's test split)")
+    ev.add_argument("--json", action="store_true", help="print JSON")
+    pr = sub.add_parser("predict", help="classify / tag / translate / transcribe / forecast inputs")
+    pr.add_argument("run_dir", metavar="DIR")
+    pr.add_argument("inputs", metavar="INPUT", nargs="+")
+    ge = sub.add_parser("generate", help="sample text from a trained language model")
+    ge.add_argument("run_dir", metavar="DIR")
+    ge.add_argument("--prime", default="", help="text to start from")
+    ge.add_argument("--length", type=_positive_int, default=200)
+    ge.add_argument("--temperature", type=_positive_float, default=1.0)
+    ge.add_argument("--top-k", type=_non_negative_int, default=0, help="sample from the k likeliest (0 = all)")
+    if argv[:1] == ["train"]:
+        return _train(argv[1:])
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return {"tasks": _tasks, "evaluate": _evaluate, "predict": _predict, "generate": _generate}[args.command](args)
+
+
+def _tasks(args) -> int:
+    from .tasks.base import TASKS, get_task
+
+    get_task("digits")  # import the task modules
+    for name in sorted(TASKS):
+        cls = TASKS[name]
+        print(f"{name:12s} {cls.description}\n{'':12s} data: {cls.default_data}\n{'':12s} metric: test_{cls.metric}")
+    return 0
+
+
+def _train(argv: list[str]) -> int:
+    from .tasks.base import TASKS, get_task
+    from .training.run import train
+    from .training.trainer import TrainConfig
+
+    get_task("digits")
+    if not argv or argv[0].startswith("-"):
+        head = _Parser(prog="rnnkit train", description="Train a task into a run directory.")
+        head.add_argument("task", choices=sorted(TASKS), help="the task to train")
+        if any(a in ("-h", "--help") for a in argv):
+            head.print_help()
+            return 0
+        head.parse_args(argv)  # exits with a usage error
+    task_cls = get_task(argv[0])
+    parser = _Parser(prog=f"rnnkit train {task_cls.name}", description=task_cls.description,
+                                     argument_default=argparse.SUPPRESS)
+    parser.add_argument("--out", metavar="DIR", help=f"run directory (default: runs/{task_cls.name})")
+    parser.add_argument("--config", metavar="FILE", help="a TOML file of option = value lines")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_dataclass_flags(parser.add_argument_group("training"), TrainConfig)
+    _add_dataclass_flags(parser.add_argument_group(f"{task_cls.name} options"), task_cls.Options)
+    args = vars(parser.parse_args(argv[1:]))
+    out = Path(args.pop("out", f"runs/{task_cls.name}"))
+    resume, progress = args.pop("resume", False), not args.pop("no_progress", False)
+    values = {**task_cls.train_defaults}
+    if resume:
+        values = _saved_config(out, task_cls.name)
+    if "config" in args:
+        values.update(_read_toml(args.pop("config")))
+    values.update(args)
+    train_cfg = _fill(TrainConfig, values)
+    options = _fill(task_cls.Options, values)
+    unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)} - {f.name for f in dataclasses.fields(task_cls.Options)}
+    if unknown:
+        raise ValueError(f"--config: unknown option(s) {', '.join(sorted(unknown))} for task {task_cls.name}")
+    summary = train(task_cls.name, options, train_cfg, out, resume=resume, progress=progress)
+    if summary:
+        shown = {k: v for k, v in summary.items() if k.startswith(("test_", "best_val_"))}
+        print(f"{task_cls.name}: {json.dumps(shown)}  ({summary['stopped']}; run directory {out})")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .training.run import evaluate
+
+    metrics = evaluate(args.run_dir, args.data)
+    print(json.dumps(metrics) if args.json else "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def _predict(args) -> int:
+    from .training.run import load
+
+    for row in load(args.run_dir).predict(args.inputs):
+        print(json.dumps(row))
+    return 0
+
+
+def _generate(args) -> int:
+    from .training.run import load
+
+    print(load(args.run_dir).generate(args.prime, args.length, args.temperature, args.top_k))
+    return 0
+
+
+# -- dataclasses <-> flags ---------------------------------------------------------------------
+
+def _add_dataclass_flags(group, cls) -> None:
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _field_type(f)
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, dest=f.name, help=f"default {f.default}")
+        else:
+            group.add_argument(flag, type=_typed(kind, flag), dest=f.name, metavar=kind.__name__.upper(),
+                               help=f"default {f.default!r}")
+
+
+def _field_type(f) -> type:
+    name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
+    return {"int": int, "float": float, "bool": bool, "str": str}.get(name.split("|")[0].strip(), str)
+
+
+def _typed(kind: type, flag: str):
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} expects {kind.__name__}, got {text!r}") from None
+    return convert
+
+
+def _fill(cls, values: dict):
+    """An instance of dataclass ``cls`` from the entries of ``values`` that are its fields."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            value, kind = values[f.name], _field_type(f)
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"option {f.name} must be {kind.__name__}, got {value!r}")
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _read_toml(path: str) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--config: file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"--config: {path} is not valid TOML ({e})") from None
+    flat = {}
+    for key, value in data.items():  # sections ([train], [options]) are only for reading
+        flat.update(value if isinstance(value, dict) else {key: value})
+    return flat
+
+
+def _saved_config(out: Path, task: str) -> dict:
+    try:
+        saved = json.loads((out / "config.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        raise ValueError(f"--resume: {out}/config.json is missing or unreadable") from None
+    if saved.get("task") != task:
+        raise ValueError(f"--resume: {out} holds a run of task {saved.get('task')!r}, not {task!r}")
+    return {**saved["options"], **saved["train"]}
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

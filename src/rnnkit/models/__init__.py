@@ -1,0 +1,5 @@
+"""Models for the applications: a recurrent body and a task-specific head."""
+from .classifier import ClassifierConfig, SequenceClassifier
+from .recurrent import CELLS, final_hidden, make_recurrent
+
+__all__ = ["CELLS", "make_recurrent", "final_hidden", "ClassifierConfig", "SequenceClassifier"]

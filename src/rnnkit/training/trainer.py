@@ -1,0 +1,336 @@
+"""The training loop. It knows nothing about recurrent networks or tasks: it asks a *task* for
+the loss of a batch and for metrics, and does the rest (BPTT or truncated BPTT, clipping,
+optimizer and schedule, evaluation, early stopping, budgets, checkpoints and resume).
+
+The task protocol (see ``rnnkit.tasks.base.Task``)::
+
+    out = task.step(model, batch, state)   # StepOutput(loss_sum, count, stats, state)
+    task.metrics(totals) -> dict           # from summed stats: {"loss": ..., "accuracy": ...}
+    task.split_time(batch, k) -> [batch]   # windows of k steps, for truncated BPTT
+    task.stateful                          # carry the state from batch to batch (streams)
+
+Logging, progress bars and plots attach through callbacks; only rank 0 gets them.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, save_weights
+from .distributed import DistInfo, all_reduce_sum
+
+__all__ = ["TrainConfig", "StepOutput", "Callback", "Trainer", "TrainingStopped", "detach_state"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20  # passes over the training data
+    max_minutes: float = 0.0  # wall-clock budget for training; 0 = none
+    batch_size: int = 64  # global batch size (split across processes)
+    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd and rmsprop only
+    schedule: str = "constant"  # constant | cosine | step (x0.5 every quarter of training)
+    warmup_steps: int = 0  # linear warm-up of the learning rate
+    clip_norm: float = 5.0  # gradient-norm clipping; 0 = off
+    bptt: int = 0  # truncated BPTT window in time steps; 0 = full BPTT
+    eval_every: int = 0  # evaluate every N steps; 0 = at the end of each epoch
+    patience: int = 0  # early stopping after N evaluations without improvement; 0 = off
+    on_nonfinite: str = "stop"  # a NaN/inf loss: "stop" training, or "skip" the step
+    log_every: int = 10  # steps between train records in metrics.jsonl
+    seed: int = 0
+
+    def validate(self) -> None:
+        choices = {"optimizer": ("adam", "adamw", "sgd", "rmsprop"), "schedule": ("constant", "cosine", "step"),
+                   "on_nonfinite": ("stop", "skip")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainConfig: {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_minutes", "lr", "clip_norm", "bptt", "eval_every", "patience", "warmup_steps", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
+
+
+class StepOutput(NamedTuple):
+    loss_sum: Tensor  # scalar: the loss summed over `count` items (sequences or tokens)
+    count: int  # items the loss covers
+    stats: dict  # summable statistics for metrics, e.g. {"correct": 57}
+    state: Any = None  # the recurrent state to carry on (truncated BPTT, streams)
+
+
+class TrainingStopped(RuntimeError):
+    """Training cannot go on (a non-finite loss with on_nonfinite='stop')."""
+
+
+class Callback:
+    """Hooks called on rank 0. ``record`` is the dict written to metrics.jsonl."""
+
+    def on_fit_start(self, trainer: "Trainer") -> None: ...
+    def on_step_end(self, trainer: "Trainer", record: dict) -> None: ...
+    def on_eval_end(self, trainer: "Trainer", record: dict) -> None: ...
+    def on_fit_end(self, trainer: "Trainer") -> None: ...
+
+
+def detach_state(state):
+    """Cut the graph behind a recurrent state (tensor or nested tuple), keeping its values."""
+    if state is None or isinstance(state, Tensor):
+        return None if state is None else state.detach()
+    return tuple(detach_state(s) for s in state)
+
+
+@dataclass
+class _Progress:
+    """What a checkpoint must hold to continue exactly."""
+
+    step: int = 0  # batches trained on
+    epoch: int = 0
+    best: float | None = None  # best monitored validation value
+    bad_evals: int = 0  # evaluations since the best
+    elapsed: float = 0.0  # seconds of training before this process
+    skipped: int = 0  # steps skipped for a non-finite loss
+    stopped: str = ""  # why training ended
+    timing: dict = field(default_factory=lambda: {"data": 0.0, "model": 0.0, "other": 0.0, "samples": 0})
+
+
+class Trainer:
+    """Train ``model`` on ``task``'s batches.
+
+    Args:
+        task: supplies step / metrics / split_time / stateful (see the module docstring).
+        model: the module to train (wrapped in DDP here when ``dist.world > 1``).
+        train_loader, val_loader: iterables of batches; train_loader also has
+            set_epoch / state_dict / load_state_dict / __len__ (see rnnkit.tasks.base.IndexLoader).
+        config: TrainConfig.
+        run_dir: where checkpoints and best weights go (rank 0 writes); None = nowhere.
+        monitor: validation metric to select the best model and stop early, e.g. "accuracy".
+        mode: "max" or "min" for the monitored metric.
+        callbacks: Callback objects (logging, progress, plots).
+        dist: rank and world size.
+    """
+
+    def __init__(self, task, model: nn.Module, train_loader, val_loader, config: TrainConfig,
+                 run_dir: str | Path | None = None, monitor: str = "loss", mode: str = "min",
+                 callbacks: list[Callback] = (), dist: DistInfo = DistInfo()) -> None:
+        config.validate()
+        self.task, self.raw_model, self.config = task, model, config
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.monitor, self.mode, self.dist = monitor, mode, dist
+        self.callbacks = list(callbacks) if dist.is_main else []
+        self.model = dist.wrap(model)
+        self.optimizer = _make_optimizer(config, model.parameters())
+        total = config.epochs * max(1, len(train_loader) if train_loader is not None else 1)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config, total))
+        self.progress = _Progress()
+        self.last_val: dict = {}
+        self._last_eval_step = -1
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> _Progress:
+        cfg, p = self.config, self.progress
+        carry = None
+        if resume:
+            carry = self._restore()
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        start = time.perf_counter() - p.elapsed
+        while p.epoch < cfg.epochs and not p.stopped:
+            self.train_loader.set_epoch(p.epoch)
+            self.model.train()
+            if not self.task.stateful:
+                carry = None
+            t_data = time.perf_counter()
+            for batch in self.train_loader:
+                t_model = time.perf_counter()
+                p.timing["data"] += t_model - t_data
+                loss, count, stats, carry = self._train_batch(batch, carry)
+                p.step += 1
+                t_other = time.perf_counter()
+                p.timing["model"] += t_other - t_model
+                p.timing["samples"] += count
+                p.elapsed = t_other - start
+                if p.step % cfg.log_every == 0 or p.step == 1:
+                    self._log_train(loss, count, stats)
+                if cfg.eval_every and p.step % cfg.eval_every == 0:
+                    self._evaluate_and_checkpoint(carry)
+                if cfg.max_minutes and p.elapsed > cfg.max_minutes * 60:
+                    p.stopped = p.stopped or f"time budget of {cfg.max_minutes} min reached"
+                if p.stopped:
+                    break
+                t_data = time.perf_counter()
+                p.timing["other"] += t_data - t_other
+            else:
+                p.epoch += 1
+                carry = None
+                if not cfg.eval_every or p.epoch == cfg.epochs:
+                    self._evaluate_and_checkpoint(carry)
+        if not p.stopped:
+            p.stopped = f"{cfg.epochs} epochs done"
+        if self._last_eval_step != p.step:  # stopped mid-epoch: keep what was learned
+            self._evaluate_and_checkpoint(carry)
+        p.elapsed = time.perf_counter() - start
+        for cb in self.callbacks:
+            cb.on_fit_end(self)
+        return p
+
+    def _train_batch(self, batch, carry):
+        """One batch: windows of truncated BPTT (or the whole batch), one update each."""
+        cfg, p = self.config, self.progress
+        windows = self.task.split_time(batch, cfg.bptt) if cfg.bptt else [batch]
+        total_loss, total_count, totals = 0.0, 0, {}
+        for window in windows:
+            out = self.task.step(self.model, window, carry)
+            count = int(all_reduce_sum(float(out.count), self.dist))
+            loss_sum = float(all_reduce_sum(out.loss_sum.detach(), self.dist))
+            if not math.isfinite(loss_sum):
+                if cfg.on_nonfinite == "stop":
+                    raise TrainingStopped(
+                        f"loss is {loss_sum} at step {p.step + 1} (epoch {p.epoch + 1}); training stopped, "
+                        "the checkpoints written so far are kept"
+                    )
+                log.warning("skipping step %d: loss is %s", p.step + 1, loss_sum)
+                p.skipped += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                carry = None
+                continue
+            # Each process divides by the global count; DDP averages over `world`, so
+            # multiplying by `world` makes the gradient that of the global batch exactly.
+            (out.loss_sum * (self.dist.world / count)).backward()
+            if cfg.clip_norm:
+                nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.clip_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            carry = detach_state(out.state) if (cfg.bptt or self.task.stateful) else None
+            total_loss, total_count = total_loss + loss_sum, total_count + count
+            for k, v in out.stats.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+        return total_loss, total_count, totals, carry
+
+    # -- evaluation, checkpoints ------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> dict[str, float]:
+        """The task's metrics over every batch of ``loader`` (loss included)."""
+        was_training = self.model.training
+        self.raw_model.eval()
+        totals: dict[str, float] = {"loss_sum": 0.0, "count": 0.0}
+        carry = None
+        for batch in loader:
+            out = self.task.step(self.raw_model, batch, carry)
+            carry = out.state if self.task.stateful else None
+            totals["loss_sum"] += float(out.loss_sum)
+            totals["count"] += out.count
+            for k, v in out.stats.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+        self.raw_model.train(was_training)
+        return self.task.metrics(totals)
+
+    def _evaluate_and_checkpoint(self, carry) -> None:
+        p = self.progress
+        self._last_eval_step = p.step
+        if self.val_loader is None:
+            self._checkpoint(carry, improved=True)
+            return
+        metrics = self.evaluate(self.val_loader)
+        value = metrics.get(self.monitor, float("nan"))
+        better = math.isfinite(value) and (
+            p.best is None or (value > p.best if self.mode == "max" else value < p.best)
+        )
+        if better:
+            p.best, p.bad_evals = value, 0
+        else:
+            p.bad_evals += 1
+            if self.config.patience and p.bad_evals >= self.config.patience:
+                p.stopped = f"early stopping: val_{self.monitor} did not improve for {p.bad_evals} evaluations"
+        self.last_val = metrics
+        record = {"split": "val", "step": p.step, "epoch": p.epoch, **{f"val_{k}": v for k, v in metrics.items()}}
+        for cb in self.callbacks:
+            cb.on_eval_end(self, record)
+        self._checkpoint(carry, improved=better)
+
+    def _checkpoint(self, carry, improved: bool) -> None:
+        if self.run_dir is None or not self.dist.is_main:
+            return
+        rng_json, tensors = capture_rng()
+        if carry is not None:
+            parts = carry if isinstance(carry, tuple) else (carry,)
+            tensors.update({f"carry/{i}": t for i, t in enumerate(parts)})
+        state = {
+            "progress": asdict(self.progress), "rng": rng_json, "loader": self.train_loader.state_dict(),
+            "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
+            "carry_is_tuple": isinstance(carry, tuple), "callbacks": {},
+        }
+        for cb in self.callbacks:
+            if hasattr(cb, "state_dict"):
+                state["callbacks"][type(cb).__name__] = cb.state_dict()
+        if improved:
+            save_weights(self.run_dir / "model.safetensors", self.raw_model.state_dict())
+        save_checkpoint(self.run_dir / "checkpoints" / "last", self.raw_model, self.optimizer, state, tensors)
+
+    def _restore(self):
+        """Load checkpoints/last: weights, optimizer, schedule, RNG, data order, progress."""
+        state, tensors = load_checkpoint(self.run_dir / "checkpoints" / "last", self.raw_model, self.optimizer)
+        self.progress = _Progress(**state["progress"])
+        self.progress.stopped = ""
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.train_loader.load_state_dict(state["loader"])
+        restore_rng(state["rng"], tensors)
+        for cb in self.callbacks:
+            if hasattr(cb, "load_state_dict") and type(cb).__name__ in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][type(cb).__name__])
+        carry = [tensors[f"carry/{i}"] for i in range(len(tensors)) if f"carry/{i}" in tensors]
+        if not carry:
+            return None
+        return tuple(carry) if state["carry_is_tuple"] else carry[0]
+
+    def _log_train(self, loss: float, count: int, stats: dict) -> None:
+        if not self.callbacks:
+            return
+        p = self.progress
+        metrics = self.task.metrics({"loss_sum": loss, "count": count, **stats}) if count else {}
+        busy = p.timing["data"] + p.timing["model"]
+        record = {"split": "train", "step": p.step, "epoch": p.epoch, "lr": self.scheduler.get_last_lr()[0],
+                  "samples_per_s": p.timing["samples"] / busy if busy else 0.0, **{f"train_{k}": v for k, v in metrics.items()}}
+        for cb in self.callbacks:
+            cb.on_step_end(self, record)
+
+
+def _make_optimizer(cfg: TrainConfig, params):
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _lr_lambda(cfg: TrainConfig, total_steps: int):
+    """Multiplier of the base learning rate at optimizer step s."""
+    def factor(s: int) -> float:
+        # 1) linear warm-up
+        if s < cfg.warmup_steps:
+            return (s + 1) / cfg.warmup_steps
+        # 2) then the schedule over the remaining steps
+        progress = min(1.0, (s - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if cfg.schedule == "step":
+            return 0.5 ** int(progress * 4)
+        return 1.0
+    return factor
