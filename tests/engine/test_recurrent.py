@@ -20,14 +20,6 @@ D64 = torch.float64
 TOL = dict(rtol=0, atol=1e-12)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest (and on a busy 2-core box, each parallel
-    region can cost ~10 ms of thread wake-up, which made layer-norm gradchecks take minutes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- cells defined only here -----------------------------------------------------------------

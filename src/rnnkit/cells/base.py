@@ -75,9 +75,18 @@ def _check_recurrent_init(cls: str, recurrent_init: str) -> None:
         raise ValueError(f"{cls}: recurrent_init must be 'uniform' or 'orthogonal', got {recurrent_init!r}")
 
 
+def _check_int(cls: str, name: str, value, minimum: int = 1) -> None:
+    """A size argument: an int (TypeError otherwise) of at least ``minimum`` (ValueError)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{cls}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        expected = "a positive int" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{cls}: {name} must be {expected}, got {value}")
+
+
 def _check_sizes(cls: str, input_size, hidden_size, proj_size=0) -> None:
-    for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{cls}: {name} must be a positive int, got {value!r}")
-    if isinstance(proj_size, bool) or not isinstance(proj_size, int) or not 0 <= proj_size < hidden_size:
-        raise ValueError(f"{cls}: proj_size must be an int in [0, hidden_size={hidden_size}), got {proj_size!r}")
+    _check_int(cls, "input_size", input_size)
+    _check_int(cls, "hidden_size", hidden_size)
+    _check_int(cls, "proj_size", proj_size, minimum=0)
+    if proj_size >= hidden_size:
+        raise ValueError(f"{cls}: proj_size must be an int in [0, hidden_size={hidden_size}), got {proj_size}")

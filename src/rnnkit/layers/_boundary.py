@@ -19,11 +19,15 @@ class Batch:
     packed: PackedSequence | None  # the caller's input, when it was packed
     unbatched: bool  # the caller gave (T, I)
 
-    def state_in(self, state):
-        """The caller's state in batched form (unbatched input takes (L*D, H) states)."""
+    def state_in(self, cls: str, state):
+        """The caller's state in batched form (unbatched input takes 2-D (L*D, H) states)."""
         if not self.unbatched or state is None:
             return state
-        return _map(lambda s: s.unsqueeze(1) if isinstance(s, Tensor) and s.dim() == 2 else s, state)
+        for part in _flatten(state):
+            if isinstance(part, Tensor) and part.dim() != 2:
+                raise ValueError(f"{cls}: state must be 2-D (num_layers * num_directions, H) for unbatched 2-D x, "
+                                 f"got shape {tuple(part.shape)}")
+        return _map(lambda s: s.unsqueeze(1) if isinstance(s, Tensor) else s, state)
 
     def state_out(self, state):
         return _map(lambda s: s.squeeze(1), state) if self.unbatched else state

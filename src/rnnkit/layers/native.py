@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..cells.base import _check_sizes
+from ..cells.base import _check_int, _check_sizes
 from ..cells.gru import _gru_param_shapes, _init_gru, gru_project, gru_step
 from ..cells.lstm import _init_lstm, _lstm_param_shapes, lstm_project, lstm_step
 from ..cells.rnn import _check_nonlinearity, rnn_project, rnn_step
@@ -109,7 +109,7 @@ class _Layer:
         if state is None:
             state = template
         else:
-            state = batch.state_in(state)
+            state = batch.state_in(cls, state)
             check_state(cls, state, template, self._state_names)
         if self.engine == "auto" and self.is_standard:
             out, final = self._fused(batch, state)
@@ -345,8 +345,7 @@ class RNN(_Layer, nn.RNN):
 
 def _check_layer_args(cls: str, input_size, hidden_size, num_layers, dropout, proj_size=0) -> None:
     _check_sizes(cls, input_size, hidden_size, proj_size)
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"{cls}: num_layers must be a positive int, got {num_layers!r}")
+    _check_int(cls, "num_layers", num_layers)
     check_dropout(cls, dropout)
 
 

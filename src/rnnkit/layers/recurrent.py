@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from ..cells.base import _check_int
 from ._boundary import check_dropout, check_state, pack_output, stack_states, split_states, unpack_input
 
 __all__ = ["Recurrent", "run_layers"]
@@ -148,10 +149,8 @@ class Recurrent(nn.Module):
         super().__init__()
         if not callable(cell_factory):
             raise TypeError(f"Recurrent: cell_factory must be callable, got {type(cell_factory).__name__}")
-        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
-            raise ValueError(f"Recurrent: input_size must be a positive int (the features of x), got {input_size!r}")
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"Recurrent: num_layers must be a positive int, got {num_layers!r}")
+        _check_int("Recurrent", "input_size", input_size)
+        _check_int("Recurrent", "num_layers", num_layers)
         check_dropout("Recurrent", dropout)
         self.input_size, self.num_layers = input_size, num_layers
         self.bidirectional, self.dropout, self.batch_first = bidirectional, float(dropout), batch_first
@@ -183,7 +182,7 @@ class Recurrent(nn.Module):
             states0 = [c.initial_state(B, device=x_tbi.device, dtype=x_tbi.dtype) for c in self.cells]
         else:
             template = self.initial_state(B, device=x_tbi.device, dtype=x_tbi.dtype)
-            state = batch.state_in(state)
+            state = batch.state_in("Recurrent", state)
             check_state("Recurrent", state, template)
             states0 = split_states(state, len(self.cells))
         out, finals = run_layers(
