@@ -28,6 +28,10 @@ class DigitsOptions:
     bidirectional: bool = True  # reading the rows both ways: 0.983 vs 0.956 test accuracy (seed 0)
     dropout: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.dropout <= 1.0:  # (NaN too; torch's own check lets NaN through)
+            raise ValueError(f"DigitsOptions: dropout must be in [0, 1], got {self.dropout}")
+
 
 @register
 class DigitsTask(Task):

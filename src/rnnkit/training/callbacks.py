@@ -21,6 +21,10 @@ class JsonlLogger(Callback):
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
 
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if trainer.progress.step == 0:  # a fresh run: drop what an unresumable earlier run left
+            self.path.write_text("")
+
     def on_step_end(self, trainer: Trainer, record: dict) -> None:
         self._write(record)
 

@@ -117,8 +117,11 @@ def load_task(run_dir: str | Path) -> tuple[Task, dict]:
         raise CheckpointError(f"{run_dir} is not a run directory ({Path(e.filename).name} is missing)") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{run_dir}: config.json or preprocess.json is corrupt ({e})") from None
-    cls = get_task(config["task"])
-    task = cls(cls.Options(**config["options"]))
+    try:
+        cls = get_task(config["task"])
+        task = cls(cls.Options(**config["options"]))
+    except (KeyError, TypeError) as e:  # JSON, but not a run's config
+        raise CheckpointError(f"{run_dir}/config.json is not an rnnkit run config ({type(e).__name__}: {e})") from None
     task.meta = meta
     return task, config
 

@@ -60,7 +60,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_minutes", "lr", "clip_norm", "bptt", "eval_every", "patience", "warmup_steps", "weight_decay"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # (NaN too)
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
 
 
@@ -141,10 +141,11 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> _Progress:
-        cfg, p = self.config, self.progress
+        cfg = self.config
         carry = None
         if resume:
             carry = self._restore()
+        p = self.progress  # after _restore, which replaces it
         for cb in self.callbacks:
             cb.on_fit_start(self)
         start = time.perf_counter() - p.elapsed
@@ -176,7 +177,8 @@ class Trainer:
             else:
                 p.epoch += 1
                 carry = None
-                if not cfg.eval_every or p.epoch == cfg.epochs:
+                # (an eval_every step that ends the epoch has been evaluated already)
+                if (not cfg.eval_every or p.epoch == cfg.epochs) and self._last_eval_step != p.step:
                     self._evaluate_and_checkpoint(carry)
         if not p.stopped:
             p.stopped = f"{cfg.epochs} epochs done"
@@ -213,13 +215,15 @@ class Trainer:
             if cfg.clip_norm:
                 nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.clip_norm)
             self.optimizer.step()
-            self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             carry = detach_state(out.state) if (cfg.bptt or self.task.stateful) else None
             total_loss, total_count = total_loss + loss_sum, total_count + count
-            for k, v in out.stats.items():
-                totals[k] = totals.get(k, 0.0) + float(v)
-        return total_loss, total_count, totals, carry
+            for k, v in out.stats.items():  # summed over processes, like the loss
+                totals[k] = totals.get(k, 0.0) + all_reduce_sum(float(v), self.dist)
+        # The schedule counts batches (its length is epochs * batches), not BPTT windows.
+        self.scheduler.step()
+        # Only a stateful task (streams) carries the state on to the next batch.
+        return total_loss, total_count, totals, carry if self.task.stateful else None
 
     # -- evaluation, checkpoints ------------------------------------------------------------
 
@@ -273,7 +277,7 @@ class Trainer:
         state = {
             "progress": asdict(self.progress), "rng": rng_json, "loader": self.train_loader.state_dict(),
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
-            "carry_is_tuple": isinstance(carry, tuple), "callbacks": {},
+            "carry_is_tuple": isinstance(carry, tuple), "callbacks": {}, "last_val": self.last_val,
         }
         for cb in self.callbacks:
             if hasattr(cb, "state_dict"):
@@ -287,7 +291,10 @@ class Trainer:
         state, tensors = load_checkpoint(self.run_dir / "checkpoints" / "last", self.raw_model, self.optimizer)
         self.progress = _Progress(**state["progress"])
         self.progress.stopped = ""
-        self.scheduler.load_state_dict(state["scheduler"])
+        # Every checkpoint is written by an evaluation at its step: don't evaluate it again.
+        self._last_eval_step, self.last_val = self.progress.step, state.get("last_val", {})
+        # The schedule's function comes from the config; LambdaLR wants a placeholder for it.
+        self.scheduler.load_state_dict({"lr_lambdas": [None] * len(self.scheduler.lr_lambdas), **state["scheduler"]})
         self.train_loader.load_state_dict(state["loader"])
         restore_rng(state["rng"], tensors)
         for cb in self.callbacks:

@@ -1,0 +1,58 @@
+"""digits: the loss really falls in a short run, a seed fixes the result, and a run loads back."""
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import rnnkit
+from rnnkit.tasks.digits import DigitsOptions
+from rnnkit.training import TrainConfig
+from rnnkit.training.run import train
+
+CONFIG = dict(epochs=2, lr=0.02, batch_size=64)  # 46 steps
+
+
+def _train(out, seed=0) -> dict:
+    return train("digits", DigitsOptions(hidden_size=16), TrainConfig(seed=seed, **CONFIG), out, progress=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    return {name: (root / name, _train(root / name, seed)) for name, seed in (("a", 0), ("b", 0), ("c", 1))}
+
+
+def test_the_loss_really_falls(runs):
+    run_dir, summary = runs["a"]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_losses = [r["train_loss"] for r in records if r["split"] == "train"]
+    assert train_losses[0] == pytest.approx(math.log(10), abs=0.15)  # chance at the start
+    assert train_losses[-1] < 0.5 * math.log(10)
+    assert summary["val_accuracy"] > 0.6 and summary["test_accuracy"] > 0.6
+    assert summary["val_loss"] < 0.5 * math.log(10)
+
+
+def test_a_seed_gives_identical_results(runs):
+    (dir_a, a), (dir_b, b), (dir_c, c) = runs["a"], runs["b"], runs["c"]
+    assert a["test_loss"] == b["test_loss"] and a["val_loss"] == b["val_loss"]
+    wa, wb, wc = (load_file(d / "model.safetensors") for d in (dir_a, dir_b, dir_c))
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), name
+    assert any(not torch.equal(wa[name], wc[name]) for name in wa)  # another seed, another model
+
+
+def test_a_run_loads_back_and_predicts_labels(runs):
+    from sklearn.datasets import load_digits
+
+    run_dir, _ = runs["a"]
+    model = rnnkit.load(run_dir)
+    assert not model.training
+    rows = model.predict(["0"])
+    assert len(rows) == 1 and isinstance(rows[0]["label"], str) and rows[0]["label"] in "0123456789"
+
+    # The preprocessing is the training's: most of the first 100 images come out right.
+    targets = load_digits().target[:100]
+    labels = [int(r["label"]) for r in model.predict([str(i) for i in range(100)])]
+    assert sum(p == t for p, t in zip(labels, targets)) > 60
