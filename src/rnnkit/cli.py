@@ -208,6 +208,8 @@ def _saved_config(out: Path, task: str) -> dict:
         raise ValueError(f"--resume: {out}/config.json is missing or unreadable") from None
     if saved.get("task") != task:
         raise ValueError(f"--resume: {out} holds a run of task {saved.get('task')!r}, not {task!r}")
+    if not isinstance(saved.get("options"), dict) or not isinstance(saved.get("train"), dict):
+        raise ValueError(f"--resume: {out}/config.json is not an rnnkit run config (no options/train)")
     return {**saved["options"], **saved["train"]}
 
 

@@ -270,6 +270,9 @@ class Trainer:
     def _checkpoint(self, carry, improved: bool) -> None:
         if self.run_dir is None or not self.dist.is_main:
             return
+        if not all(torch.isfinite(q).all() for q in self.raw_model.parameters()):
+            log.warning("step %d: the weights are not finite; keeping the previous checkpoints", self.progress.step)
+            return
         rng_json, tensors = capture_rng()
         if carry is not None:
             parts = carry if isinstance(carry, tuple) else (carry,)
