@@ -50,7 +50,8 @@ def _dispatch(argv: list[str]) -> int:
     ev.add_argument("--json", action="store_true", help="print JSON")
     pr = sub.add_parser("predict", help="classify / tag / translate / transcribe / forecast inputs")
     pr.add_argument("run_dir", metavar="DIR")
-    pr.add_argument("inputs", metavar="INPUT", nargs="+")
+    pr.add_argument("inputs", metavar="INPUT", nargs="*")
+    pr.add_argument("--horizon", type=_positive_int, help="steps to forecast (forecasting tasks)")
     ge = sub.add_parser("generate", help="sample text from a trained language model")
     ge.add_argument("run_dir", metavar="DIR")
     ge.add_argument("--prime", default="", help="text to start from")
@@ -67,24 +68,24 @@ def _dispatch(argv: list[str]) -> int:
 
 
 def _tasks(args) -> int:
-    from .tasks.base import TASKS, get_task
+    from .tasks.base import all_tasks
 
-    get_task("digits")  # import the task modules
-    for name in sorted(TASKS):
-        cls = TASKS[name]
+    tasks = all_tasks()
+    for name in sorted(tasks):
+        cls = tasks[name]
         print(f"{name:12s} {cls.description}\n{'':12s} data: {cls.default_data}\n{'':12s} metric: test_{cls.metric}")
     return 0
 
 
 def _train(argv: list[str]) -> int:
-    from .tasks.base import TASKS, get_task
+    from .tasks.base import all_tasks, get_task
     from .training.run import train
     from .training.trainer import TrainConfig
 
-    get_task("digits")
+    tasks = all_tasks()
     if not argv or argv[0].startswith("-"):
         head = _Parser(prog="rnnkit train", description="Train a task into a run directory.")
-        head.add_argument("task", choices=sorted(TASKS), help="the task to train")
+        head.add_argument("task", choices=sorted(tasks), help="the task to train")
         if any(a in ("-h", "--help") for a in argv):
             head.print_help()
             return 0
@@ -130,7 +131,8 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     from .training.run import load
 
-    for row in load(args.run_dir).predict(args.inputs):
+    options = {"horizon": args.horizon} if args.horizon is not None else {}
+    for row in load(args.run_dir).predict(args.inputs, **options):
         print(json.dumps(row))
     return 0
 
@@ -138,7 +140,9 @@ def _predict(args) -> int:
 def _generate(args) -> int:
     from .training.run import load
 
-    print(load(args.run_dir).generate(args.prime, args.length, args.temperature, args.top_k))
+    for piece in load(args.run_dir).stream(args.prime, args.length, args.temperature, args.top_k):
+        print(piece, end="", flush=True)
+    print()
     return 0
 
 

@@ -7,7 +7,7 @@ rest (options dataclass, data preparation, prediction).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..data import BucketBatchSampler
 from ..training.trainer import StepOutput
 
-__all__ = ["Task", "IndexLoader", "TensorData", "register", "get_task", "TASKS"]
+__all__ = ["Task", "IndexLoader", "TensorData", "register", "get_task", "all_tasks", "TASKS"]
 
 TASKS: dict[str, type["Task"]] = {}
 
@@ -25,10 +25,21 @@ def register(cls: type["Task"]) -> type["Task"]:
     return cls
 
 
-def get_task(name: str) -> type["Task"]:
-    from . import digits  # noqa: F401  (tasks register themselves on import)
+def all_tasks() -> dict[str, type["Task"]]:
+    """Every task: each module of this package registers its task when imported."""
+    import importlib
+    import pkgutil
 
-    if name not in TASKS:
+    from .. import tasks
+
+    for module in pkgutil.iter_modules(tasks.__path__):
+        if module.name != "base":
+            importlib.import_module(f"{tasks.__name__}.{module.name}")
+    return TASKS
+
+
+def get_task(name: str) -> type["Task"]:
+    if name not in all_tasks():
         raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(sorted(TASKS))}")
     return TASKS[name]
 
@@ -130,8 +141,12 @@ class Task:
         raise ValueError(f"task {self.name} does not support truncated BPTT (--bptt)")
 
     # -- using a trained model ------------------------------------------------------------
-    def predict(self, model: nn.Module, inputs: list[str]) -> list[dict]:
+    predict_options: ClassVar[tuple[str, ...]] = ()  # keyword options predict takes, e.g. ("horizon",)
+
+    def predict(self, model: nn.Module, inputs: list[str], **options) -> list[dict]:
+        """One JSON-able dict per input (``rnnkit predict`` prints one line each)."""
         raise ValueError(f"task {self.name} has no predict")
 
-    def generate(self, model: nn.Module, prime: str, length: int, temperature: float, top_k: int) -> str:
+    def generate(self, model: nn.Module, prime: str, length: int, temperature: float, top_k: int) -> Iterator[str]:
+        """Yield generated text piece by piece, so the command line can stream it."""
         raise ValueError(f"task {self.name} does not generate text; use `rnnkit predict`")

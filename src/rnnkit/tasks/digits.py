@@ -79,6 +79,8 @@ class DigitsTask(Task):
     @torch.no_grad()
     def predict(self, model, inputs: list[str]) -> list[dict]:
         """Each input is an index into load_digits' images or the path of an image file."""
+        if not inputs:
+            raise ValueError("digits: predict needs at least one INPUT (an image index or an image file)")
         images = torch.stack([self._read_input(s) for s in inputs])  # (N, 8, 8)
         probs = torch.softmax(model(images), -1)  # (N, 10)
         labels = self.meta["labels"]

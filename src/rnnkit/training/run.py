@@ -16,7 +16,7 @@ import dataclasses
 import json
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -98,11 +98,18 @@ class RunModel(nn.Module):
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)
 
-    def predict(self, inputs: list[str]) -> list[dict]:
-        return self.task.predict(self.model, list(inputs))
+    def predict(self, inputs: list[str], **options) -> list[dict]:
+        unknown = set(options) - set(self.task.predict_options)
+        if unknown:
+            raise ValueError(f"{self.task.name}: predict takes no option {', '.join(sorted(unknown))}")
+        return self.task.predict(self.model, list(inputs), **options)
+
+    def stream(self, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int = 0) -> Iterator[str]:
+        """Generated text, piece by piece as it is sampled."""
+        return self.task.generate(self.model, prime, length, temperature, top_k)
 
     def generate(self, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int = 0) -> str:
-        return self.task.generate(self.model, prime, length, temperature, top_k)
+        return "".join(self.stream(prime, length, temperature, top_k))
 
 
 def load_task(run_dir: str | Path) -> tuple[Task, dict]:
