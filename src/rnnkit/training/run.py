@@ -69,7 +69,7 @@ def train(task_name: str, options, config: TrainConfig, out: str | Path, resume:
         summary = {
             "task": task_name, "seed": config.seed, "steps": p.step, "epochs": p.epoch, "stopped": p.stopped,
             "skipped_steps": p.skipped, "parameters": sum(q.numel() for q in model.parameters()),
-            "train_seconds": round(p.elapsed, 3),
+            "train_seconds": round(p.elapsed, 3), "eval_seconds_in_training": round(p.timing.get("eval", 0.0), 3),
             "train_samples_per_second": p.timing["samples"] / max(p.timing["data"] + p.timing["model"], 1e-9),
             "outside_model_fraction": _outside_fraction(p.timing),
             f"best_val_{task.metric}": p.best,

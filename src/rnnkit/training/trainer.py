@@ -102,7 +102,7 @@ class _Progress:
     elapsed: float = 0.0  # seconds of training before this process
     skipped: int = 0  # steps skipped for a non-finite loss
     stopped: str = ""  # why training ended
-    timing: dict = field(default_factory=lambda: {"data": 0.0, "model": 0.0, "other": 0.0, "samples": 0})
+    timing: dict = field(default_factory=lambda: {"data": 0.0, "model": 0.0, "other": 0.0, "eval": 0.0, "samples": 0})
 
 
 class Trainer:
@@ -166,6 +166,7 @@ class Trainer:
                 p.elapsed = t_other - start
                 if p.step % cfg.log_every == 0 or p.step == 1:
                     self._log_train(loss, count, stats)
+                t_eval = time.perf_counter()
                 if cfg.eval_every and p.step % cfg.eval_every == 0:
                     self._evaluate_and_checkpoint(carry)
                 if cfg.max_minutes and p.elapsed > cfg.max_minutes * 60:
@@ -173,7 +174,9 @@ class Trainer:
                 if p.stopped:
                     break
                 t_data = time.perf_counter()
-                p.timing["other"] += t_data - t_other
+                # evaluation and checkpoints are not part of a training step's cost
+                p.timing["other"] += t_eval - t_other
+                p.timing["eval"] = p.timing.get("eval", 0.0) + t_data - t_eval
             else:
                 p.epoch += 1
                 carry = None
