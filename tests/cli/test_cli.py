@@ -117,7 +117,8 @@ def test_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path):
 def test_tasks_lists_digits(tmp_path):
     result = _rnnkit(["tasks"], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("digits")
+    names = [line.split()[0] for line in result.stdout.splitlines() if line and not line[0].isspace()]
+    assert "digits" in names and names == sorted(names)
     assert "test_accuracy" in result.stdout
 
 
