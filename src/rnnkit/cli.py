@@ -60,6 +60,8 @@ def _dispatch(argv: list[str]) -> int:
     ge.add_argument("--top-k", type=_non_negative_int, default=0, help="sample from the k likeliest (0 = all)")
     if argv[:1] == ["train"]:
         return _train(argv[1:])
+    if argv[:1] == ["predict"]:  # intermixed: `predict RUN --horizon 3 5 6` reads 5 and 6 as inputs
+        return _predict(pr.parse_intermixed_args(argv[1:]))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
