@@ -15,7 +15,12 @@ all time steps in one matrix product (the trick torch.nn's own CPU kernels use):
 - ``project_input(x) -> xp``: any leading dims, e.g. (T, B, I) -> (T, B, G);
 - ``step(xp_t, state_tm1) -> (h_t, state_t)`` on one projected step (B, G).
 
-``rnnkit.Recurrent`` uses ``project_input``/``step`` when both exist and ``forward`` otherwise.
+and may run a whole sequence at once, with a hand-written backward (``rnnkit.layers.fused``):
+
+- ``run_sequence(xp, state0, mask) -> (output, state)`` on the projected input (T, B, G);
+  returning None means "not for this configuration" and the engine loops ``step``.
+
+``rnnkit.Recurrent`` uses ``run_sequence``, then ``project_input``/``step``, then ``forward``.
 """
 from __future__ import annotations
 

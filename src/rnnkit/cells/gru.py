@@ -37,6 +37,11 @@ class GRUCell(nn.Module):
 
     State: ``h`` (B, H).
 
+    Over time, the engine (``rnnkit.Recurrent``, the layers) calls ``run_sequence``: all steps at
+    once with a hand-written backward (``rnnkit.layers.fused``), the same numbers as looping
+    ``step``, which it still does inside ``fused.disabled()`` or for a subclass that overrides
+    ``step``.
+
     Example:
         >>> cell = GRUCell(3, 5, reset_after=False)
         >>> h, state = cell(torch.randn(2, 3), cell.initial_state(2))
@@ -72,6 +77,11 @@ class GRUCell(nn.Module):
     def step(self, gx_t: Tensor, h_tm1: Tensor):
         return gru_step(self, gx_t, h_tm1)
 
+    def run_sequence(self, gx: Tensor, h0: Tensor, mask: Tensor | None = None):
+        if type(self).step is not GRUCell.step:  # a subclass's own step: the engine loops over it
+            return None
+        return gru_run_sequence(self, gx, h0, mask)
+
     def forward(self, x_t: Tensor, h_tm1: Tensor | None = None):
         if h_tm1 is None:
             h_tm1 = self.initial_state(x_t.shape[0], x_t.device, x_t.dtype)
@@ -92,12 +102,13 @@ def gru_project(p, x: Tensor) -> Tensor:
     reset_after=True keeps ``b_hh`` for the step (``b_hn`` sits inside ``r * (.)``);
     reset_after=False folds all of ``b_hh`` in here.
     """
+    from ..layers.fused import linear  # F.linear, faster on CPU; not at the top: import cycle
     bias = p.bias_ih
     if bias is not None and not p.reset_after:
         bias = bias + p.bias_hh
     if p.layer_norm_ih is None:
-        return F.linear(x, p.weight_ih, bias)
-    gx = _gate_norm(F.linear(x, p.weight_ih), p.layer_norm_ih, 3)
+        return linear(x, p.weight_ih, bias)
+    gx = _gate_norm(linear(x, p.weight_ih), p.layer_norm_ih, 3)
     return gx if bias is None else gx + bias
 
 
@@ -128,6 +139,21 @@ def gru_step(p, gx_t: Tensor, h_tm1: Tensor):
         n = torch.tanh(x_n + gh_n)
     h = n + z * (h_tm1 - n)  # = (1 - z) * n + z * h_tm1
     return h, h
+
+
+def gru_run_sequence(p, gx: Tensor, h0: Tensor, mask: Tensor | None = None):
+    """All steps at once from the projected input gx (T, B, 3H), with a hand-written backward.
+
+    Returns output (T, B, H), h, as the engine's loop over ``gru_step`` would, or None while
+    ``rnnkit.layers.fused`` is disabled; the engine then runs the step loop.
+    mask: (T, B) bool, see the engine.
+    """
+    from ..layers import fused  # not at the top: rnnkit.layers imports this module
+
+    if gx.shape[0] == 0 or not fused.is_enabled(gx):
+        return None
+    out, h = fused.gru_sequence(gx, h0, p.weight_hh, p.bias_hh, mask, p.reset_after, p.layer_norm_hh)
+    return out, h
 
 
 def _gru_param_shapes(input_size, hidden_size, bias, layer_norm):

@@ -50,6 +50,11 @@ class LSTMCell(nn.Module):
 
     State: ``(h, c)``, ``h`` (B, P or H), ``c`` (B, H).
 
+    Over time, the engine (``rnnkit.Recurrent``, the layers) calls ``run_sequence``: all steps at
+    once with a hand-written backward (``rnnkit.layers.fused``), the same numbers as looping
+    ``step``, which it still does with a projection, inside ``fused.disabled()``, or for a
+    subclass that overrides ``step``.
+
     Example:
         >>> cell = LSTMCell(3, 5, peephole=True)
         >>> h, (h, c) = cell(torch.randn(2, 3), cell.initial_state(2))
@@ -91,6 +96,11 @@ class LSTMCell(nn.Module):
     def step(self, gx_t: Tensor, state_tm1: tuple[Tensor, Tensor]):
         return lstm_step(self, gx_t, state_tm1)
 
+    def run_sequence(self, gx: Tensor, state_tm1: tuple[Tensor, Tensor], mask: Tensor | None = None):
+        if type(self).step is not LSTMCell.step:  # a subclass's own step: the engine loops over it
+            return None
+        return lstm_run_sequence(self, gx, state_tm1, mask)
+
     def forward(self, x_t: Tensor, state_tm1: tuple[Tensor, Tensor] | None = None):
         if state_tm1 is None:
             state_tm1 = self.initial_state(x_t.shape[0], x_t.device, x_t.dtype)
@@ -108,10 +118,11 @@ class LSTMCell(nn.Module):
 
 def lstm_project(p, x: Tensor) -> Tensor:
     """Input part of the gate pre-activations for any leading dims: (..., I) -> (..., 4H)."""
+    from ..layers.fused import linear  # F.linear, faster on CPU; not at the top: import cycle
     if p.layer_norm_ih is None:
         bias = None if p.bias_ih is None else p.bias_ih + p.bias_hh
-        return F.linear(x, p.weight_ih, bias)
-    gx = _gate_norm(F.linear(x, p.weight_ih), p.layer_norm_ih, 4)
+        return linear(x, p.weight_ih, bias)
+    gx = _gate_norm(linear(x, p.weight_ih), p.layer_norm_ih, 4)
     return gx if p.bias_ih is None else gx + (p.bias_ih + p.bias_hh)
 
 
@@ -138,6 +149,24 @@ def lstm_step(p, gx_t: Tensor, state_tm1: tuple[Tensor, Tensor]):
     if p.weight_hr is not None:
         h = F.linear(h, p.weight_hr)  # (B, P)
     return h, (h, c)
+
+
+def lstm_run_sequence(p, gx: Tensor, state0: tuple[Tensor, Tensor], mask: Tensor | None = None):
+    """All steps at once from the projected input gx (T, B, 4H), with a hand-written backward.
+
+    Returns output (T, B, H), (h, c), as the engine's loop over ``lstm_step`` would, or None
+    where ``rnnkit.layers.fused`` does not cover the configuration (a projection) or is
+    disabled; the engine then runs the step loop. mask: (T, B) bool, see the engine.
+    """
+    from ..layers import fused  # not at the top: rnnkit.layers imports this module
+
+    if p.weight_hr is not None or gx.shape[0] == 0 or not fused.is_enabled(gx):
+        return None
+    h0, c0 = state0
+    out, h, c = fused.lstm_sequence(
+        gx, h0, c0, p.weight_hh, p.weight_peephole, mask, p.layer_norm_hh, p.layer_norm_c_weight, p.layer_norm_c_bias
+    )
+    return out, (h, c)
 
 
 def _lstm_param_shapes(input_size, hidden_size, bias, peephole, layer_norm, proj_size):

@@ -15,8 +15,8 @@ from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..cells.base import _check_int, _check_sizes
-from ..cells.gru import _gru_param_shapes, _init_gru, gru_project, gru_step
-from ..cells.lstm import _init_lstm, _lstm_param_shapes, lstm_project, lstm_step
+from ..cells.gru import _gru_param_shapes, _init_gru, gru_project, gru_run_sequence, gru_step
+from ..cells.lstm import _init_lstm, _lstm_param_shapes, lstm_project, lstm_run_sequence, lstm_step
 from ..cells.rnn import _check_nonlinearity, rnn_project, rnn_step
 from ._boundary import check_dropout, check_state, pack_output, split_states, stack_states, unpack_input
 from .recurrent import run_layers
@@ -28,11 +28,12 @@ _ENGINES = ("auto", "python")
 
 
 class _CellView:
-    """One layer and direction of a layer's weights, seen as a cell (project_input / step)."""
+    """One layer and direction of a layer's weights, seen as a cell (project_input / step,
+    and run_sequence when the layer's cell type has a fused whole-sequence function)."""
 
-    def __init__(self, project, step, **attrs) -> None:
+    def __init__(self, project, step, run_sequence=None, **attrs) -> None:
         self.__dict__.update(attrs)
-        self._project, self._step = project, step
+        self._project, self._step, self._run_sequence = project, step, run_sequence
 
     def project_input(self, x: Tensor) -> Tensor:
         return self._project(self, x)
@@ -40,11 +41,16 @@ class _CellView:
     def step(self, xp_t: Tensor, state):
         return self._step(self, xp_t, state)
 
+    def run_sequence(self, xp: Tensor, state, mask: Tensor | None = None):
+        """(output, state) for all steps of xp (T, B, G), or None: the engine loops ``step``."""
+        return None if self._run_sequence is None else self._run_sequence(self, xp, state, mask)
+
 
 class _Layer:
     """What RNN, LSTM and GRU share; mixed in before the torch.nn class."""
 
     _vf = None  # torch's fused function for the standard configuration
+    _run_sequence = None  # the cell type's whole-sequence function (rnnkit.layers.fused), if any
     _state_names: tuple[str, ...] | None = None
 
     def _setup(self, engine: str, extra_shapes, cell_flags: dict) -> None:
@@ -75,7 +81,7 @@ class _Layer:
         views = []
         for suffix in self._suffixes():
             attrs = {name: getattr(self, f"{name}{suffix}", None) for name in self._cell_attrs}
-            views.append(_CellView(self._project, self._step, **attrs, **self._cell_flags))
+            views.append(_CellView(self._project, self._step, self._run_sequence, **attrs, **self._cell_flags))
         return views
 
     @property
@@ -180,7 +186,9 @@ class LSTM(_Layer, nn.LSTM):
             torch.nn.LSTM). Default 1.0.
         recurrent_init: "uniform" (torch.nn's) or "orthogonal" per gate block. Default "uniform".
         engine: "auto" runs standard configurations on torch's fused kernels and variants on
-            rnnkit's engine; "python" always uses rnnkit's engine (e.g. to look at gates).
+            rnnkit's engine; "python" always uses rnnkit's engine (its fused whole-sequence
+            path where one exists; inside ``rnnkit.layers.fused.disabled()`` the plain step loop,
+            which calls ``step`` at every time step, e.g. to look at gates).
 
     State: ``(h, c)``, h (num_layers * D, B, proj_size or H), c (num_layers * D, B, H).
 
@@ -196,6 +204,7 @@ class LSTM(_Layer, nn.LSTM):
     _state_names = ("h", "c")
     _cell_attrs = [name for name, _ in _lstm_param_shapes(1, 2, True, True, True, 1)]
     _project, _step = staticmethod(lstm_project), staticmethod(lstm_step)
+    _run_sequence = staticmethod(lstm_run_sequence)
 
     def __init__(
         self,
@@ -258,6 +267,7 @@ class GRU(_Layer, nn.GRU):
     _vf = staticmethod(_VF.gru)
     _cell_attrs = [name for name, _ in _gru_param_shapes(1, 1, True, True)]
     _project, _step = staticmethod(gru_project), staticmethod(gru_step)
+    _run_sequence = staticmethod(gru_run_sequence)
 
     def __init__(
         self,

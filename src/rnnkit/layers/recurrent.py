@@ -76,9 +76,19 @@ def run_layers(
 
 
 def _run_direction(cell, x: Tensor, state, mask: Tensor | None):
-    """The loop over time for one cell: x (T, B, I) -> output (T, B, H_out), final state."""
+    """The loop over time for one cell: x (T, B, I) -> output (T, B, H_out), final state.
+
+    A cell with ``project_input``/``step`` may also offer ``run_sequence(xs, state, mask)``:
+    all steps at once from the projected input xs (T, B, G), returning (output, final state)
+    exactly as the loop below would, or None to leave this configuration to the loop
+    (``rnnkit.layers.fused`` runs LSTM and GRU this way, with a hand-written backward).
+    """
     if hasattr(cell, "project_input") and hasattr(cell, "step"):
         xs, step = cell.project_input(x), cell.step  # (T, B, G): one matrix product
+        run_sequence = getattr(cell, "run_sequence", None)
+        result = None if run_sequence is None else run_sequence(xs, state, mask)
+        if result is not None:
+            return result
     else:
         xs, step = x, cell
     if mask is not None:
