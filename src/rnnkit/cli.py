@@ -99,7 +99,7 @@ def _train(argv: list[str]) -> int:
     parser.add_argument("--config", metavar="FILE", help="a TOML file of option = value lines")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_dataclass_flags(parser.add_argument_group("training"), TrainConfig)
+    _add_dataclass_flags(parser.add_argument_group("training"), TrainConfig, task_cls.train_defaults)
     _add_dataclass_flags(parser.add_argument_group(f"{task_cls.name} options"), task_cls.Options)
     args = vars(parser.parse_args(argv[1:]))
     out = Path(args.pop("out", f"runs/{task_cls.name}"))
@@ -150,15 +150,17 @@ def _generate(args) -> int:
 
 # -- dataclasses <-> flags ---------------------------------------------------------------------
 
-def _add_dataclass_flags(group, cls) -> None:
+def _add_dataclass_flags(group, cls, defaults: dict | None = None) -> None:
+    """One flag per field; the help shows the default in force (the task's own where it sets one)."""
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         kind = _field_type(f)
+        default = (defaults or {}).get(f.name, f.default)
         if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, dest=f.name, help=f"default {f.default}")
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, dest=f.name, help=f"default {default}")
         else:
             group.add_argument(flag, type=_typed(kind, flag), dest=f.name, metavar=kind.__name__.upper(),
-                               help=f"default {f.default!r}")
+                               help=f"default {default!r}")
 
 
 def _field_type(f) -> type:
