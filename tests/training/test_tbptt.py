@@ -193,3 +193,27 @@ def test_the_schedule_counts_batches_not_windows():
     total = 2 * 2  # epochs * batches per epoch
     expected = [lr * 0.5 * (1 + math.cos(math.pi * s / total)) for s in range(total) for _ in range(T // K)]
     assert [r["lr"] for r in seen] == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_time_budget_ends_the_schedule_when_it_ends():
+    """With max_minutes, progress is the larger of steps done and budget spent."""
+    from rnnkit.training.trainer import _lr_lambda
+
+    cfg = TrainConfig(schedule="cosine", max_minutes=1.0, warmup_steps=0)
+    spent = [0.0]
+    factor = _lr_lambda(cfg, 100, lambda: spent[0])
+    assert factor(10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.10)))  # steps lead
+    spent[0] = 0.5
+    assert factor(10) == pytest.approx(0.5)  # the budget leads: half way down the cosine
+    spent[0] = 1.5
+    assert factor(10) == pytest.approx(0.0)  # over budget: the end of the schedule
+    assert _lr_lambda(TrainConfig(schedule="constant"), 100, lambda: 0.9)(10) == 1.0
+
+
+def test_the_trainer_feeds_the_budget_to_the_schedule():
+    data = _data(batches=2)
+    trainer = _trainer(_model(), data, lr=0.01, schedule="cosine", epochs=1000, max_minutes=1e-9)
+    trainer.fit()
+    assert trainer.progress.stopped.startswith("time budget")
+    assert trainer.progress.step == 1  # the first step spends the whole budget
+    assert trainer.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     epochs: int = 20  # passes over the training data
-    max_minutes: float = 0.0  # wall-clock budget for training; 0 = none
+    max_minutes: float = 0.0  # wall-clock budget for training (the schedule ends with it); 0 = none
     batch_size: int = 64  # global batch size (split across processes)
     optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
     lr: float = 3e-3
@@ -133,8 +133,10 @@ class Trainer:
         self.model = dist.wrap(model)
         self.optimizer = _make_optimizer(config, model.parameters())
         total = config.epochs * max(1, len(train_loader) if train_loader is not None else 1)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config, total))
         self.progress = _Progress()
+        self._budget_used = 0.0  # fraction of max_minutes spent, the same on every process
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_lambda(config, total, lambda: self._budget_used))
         self.last_val: dict = {}
         self._last_eval_step = -1
 
@@ -164,12 +166,15 @@ class Trainer:
                 p.timing["model"] += t_other - t_model
                 p.timing["samples"] += count
                 p.elapsed = t_other - start
+                self._budget_used = self._budget_fraction()
+                # The schedule counts batches (its length is epochs * batches), not BPTT windows.
+                self.scheduler.step()
                 if p.step % cfg.log_every == 0 or p.step == 1:
                     self._log_train(loss, count, stats)
                 t_eval = time.perf_counter()
                 if cfg.eval_every and p.step % cfg.eval_every == 0:
                     self._evaluate_and_checkpoint(carry)
-                if cfg.max_minutes and p.elapsed > cfg.max_minutes * 60:
+                if self._budget_used > 1.0:
                     p.stopped = p.stopped or f"time budget of {cfg.max_minutes} min reached"
                 if p.stopped:
                     break
@@ -191,6 +196,15 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_end(self)
         return p
+
+    def _budget_fraction(self) -> float:
+        """Fraction of the time budget spent: rank 0's clock, so every process stops at the same step."""
+        if not self.config.max_minutes:
+            return 0.0
+        elapsed = self.progress.elapsed
+        if self.dist.world > 1:  # the others' clocks count for nothing
+            elapsed = float(all_reduce_sum(elapsed if self.dist.is_main else 0.0, self.dist))
+        return elapsed / (self.config.max_minutes * 60)
 
     def _train_batch(self, batch, carry):
         """One batch: windows of truncated BPTT (or the whole batch), one update each."""
@@ -223,8 +237,6 @@ class Trainer:
             total_loss, total_count = total_loss + loss_sum, total_count + count
             for k, v in out.stats.items():  # summed over processes, like the loss
                 totals[k] = totals.get(k, 0.0) + all_reduce_sum(float(v), self.dist)
-        # The schedule counts batches (its length is epochs * batches), not BPTT windows.
-        self.scheduler.step()
         # Only a stateful task (streams) carries the state on to the next batch.
         return total_loss, total_count, totals, carry if self.task.stateful else None
 
@@ -333,14 +345,19 @@ def _make_optimizer(cfg: TrainConfig, params):
     return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def _lr_lambda(cfg: TrainConfig, total_steps: int):
-    """Multiplier of the base learning rate at optimizer step s."""
+def _lr_lambda(cfg: TrainConfig, total_steps: int, budget_used=lambda: 0.0):
+    """Multiplier of the base learning rate at optimizer step s.
+
+    With a time budget (``max_minutes``) the schedule's progress is the larger of the steps
+    done and the budget spent (``budget_used()``), so a cosine or step schedule ends when the
+    budget does rather than being cut off half way.
+    """
     def factor(s: int) -> float:
         # 1) linear warm-up
         if s < cfg.warmup_steps:
             return (s + 1) / cfg.warmup_steps
         # 2) then the schedule over the remaining steps
-        progress = min(1.0, (s - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        progress = min(1.0, max((s - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps), budget_used()))
         if cfg.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * progress))
         if cfg.schedule == "step":
