@@ -15,6 +15,11 @@ from pathlib import Path
 
 __all__ = ["main"]
 
+# Commands that live in rnnkit.commands: name -> (module, help). Each module has
+# ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
+_COMMANDS: dict[str, tuple[str, str]] = {
+}
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit status 2)."""
@@ -58,6 +63,8 @@ def _dispatch(argv: list[str]) -> int:
     ge.add_argument("--length", type=_positive_int, default=200)
     ge.add_argument("--temperature", type=_positive_float, default=1.0)
     ge.add_argument("--top-k", type=_non_negative_int, default=0, help="sample from the k likeliest (0 = all)")
+    for name, (module, help_text) in _COMMANDS.items():
+        _command_module(module).add_arguments(sub.add_parser(name, help=help_text))
     if argv[:1] == ["train"]:
         return _train(argv[1:])
     if argv[:1] == ["predict"]:  # intermixed: `predict RUN --horizon 3 5 6` reads 5 and 6 as inputs
@@ -66,7 +73,15 @@ def _dispatch(argv: list[str]) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command in _COMMANDS:
+        return _command_module(_COMMANDS[args.command][0]).run(args)
     return {"tasks": _tasks, "evaluate": _evaluate, "predict": _predict, "generate": _generate}[args.command](args)
+
+
+def _command_module(name: str):
+    import importlib
+
+    return importlib.import_module(name)
 
 
 def _tasks(args) -> int:
