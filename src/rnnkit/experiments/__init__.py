@@ -1,0 +1,1 @@
+"""Experiments: many training runs compared in one table and one plot (``rnnkit experiment``)."""
