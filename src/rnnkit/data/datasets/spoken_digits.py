@@ -1,0 +1,394 @@
+"""Spoken digit strings ("three one four one") synthesised with espeak-ng, as log-mel frames.
+
+The audio comes from libespeak-ng as shipped (with its voice data) by the espeakng-loader
+package, called through ``ctypes``; no system espeak-ng is needed. The pipeline::
+
+    digits --words--> "three one four" --espeak-ng (voice, rate, pitch)--> int16 at 22,050 Hz
+           --librosa.resample (soxr)--> float32 at 16 kHz
+           --librosa log-mel (25 ms window, 10 ms hop, 40 bands)--> (T, 40) float32
+
+Voices are an English accent plus a voice variant: ``"en-us+m3"``. ``voice_split()``
+holds whole accents *and* whole variants out: a test voice has a test accent or a test
+variant (so it is an accent or a voice quality the model never heard), a validation voice
+likewise with the validation accents/variants, and the training voices are the rest
+(5 accents x 12 variants = 60 voices). Each utterance draws its voice, its speaking rate
+(words per minute) and its pitch (0-99) at random.
+
+Determinism. Which texts, voices, rates and pitches make up a data set depends only on the
+settings and their ``seed``. libespeak-ng keeps internal state from one utterance to the
+next (the waveform of an utterance varies by a few samples with what was spoken before it,
+even after re-initialising or re-seeding its random generator), so the audio is
+reproducible only for a fixed sequence of calls in a fresh process. ``synthesize_features``
+therefore runs each fixed chunk of utterances in a fresh Python process (this file, run as
+a worker), which makes the features identical run after run, whatever the number of
+worker processes. ``load_spoken_digits`` caches the features under
+``~/.cache/rnnkit/speech/<key>/`` (``$RNNKIT_CACHE`` moves the root), keyed by every
+setting that changes them, as ``.npy`` files and JSON.
+
+This module imports nothing from rnnkit (the worker process runs this file alone).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+__all__ = ["DIGIT_WORDS", "ACCENTS", "VARIANTS", "TEST_ACCENTS", "TEST_VARIANTS", "VAL_ACCENTS", "VAL_VARIANTS",
+           "SpokenDigitsConfig", "Utterance", "SpokenDigits", "voice_split", "make_utterances", "Espeak",
+           "synthesize_features", "load_spoken_digits", "read_audio", "resample", "log_mel", "audio_features",
+           "cache_root", "FEATURE_RATE", "ESPEAK_RATE"]
+
+DIGIT_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+# English accents of espeak-ng (voice names as espeak_SetVoiceByName takes them).
+ACCENTS: tuple[str, ...] = ("en", "en-us", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc",
+                            "en-gb-scotland", "en-029")
+# Voice variants (espeak-ng-data/voices/!v): "" is the accent's own voice; m = male, f = female,
+# klatt = Klatt's formant synthesiser instead of espeak's own.
+VARIANTS: tuple[str, ...] = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
+                             "klatt", "klatt2", "klatt3", "klatt4")
+TEST_ACCENTS: tuple[str, ...] = ("en-gb-scotland", "en-029")  # Scottish and Caribbean English
+TEST_VARIANTS: tuple[str, ...] = ("m3", "f2", "klatt3")
+VAL_ACCENTS: tuple[str, ...] = ("en-us-nyc",)
+VAL_VARIANTS: tuple[str, ...] = ("m6", "f4")
+
+ESPEAK_RATE = 22050  # Hz, what libespeak-ng produces
+FEATURE_RATE = 16000  # Hz, what the features are computed at (any input is resampled to it)
+_GENERATION_VERSION = 1  # bump when the synthesis or the features change: a new cache key
+_CHUNK = 400  # utterances per worker process (fixed: the chunking decides the audio)
+
+
+@dataclass
+class SpokenDigitsConfig:
+    train_size: int = 4000  # utterances in the training voices
+    val_size: int = 400  # utterances in the validation voices
+    test_size: int = 800  # utterances in the test voices
+    min_digits: int = 2  # digits per utterance, drawn uniformly from [min_digits, max_digits]
+    max_digits: int = 6
+    min_rate: int = 130  # speaking rate in words per minute (espeak's default is 175)
+    max_rate: int = 260
+    min_pitch: int = 25  # espeak pitch, 0-99 (default 50)
+    max_pitch: int = 75
+    n_mels: int = 40  # log-mel bands per 10 ms frame
+    seed: int = 0  # fixes the texts, voices, rates and pitches
+
+    def __post_init__(self) -> None:
+        owner = "SpokenDigitsConfig"
+        for name in ("train_size", "val_size", "test_size", "min_digits", "n_mels", "min_rate", "min_pitch"):
+            value = getattr(self, name)
+            low = 0 if name == "min_pitch" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{owner}: {name} must be an int >= {low}, got {value!r}")
+        for low, high in (("min_digits", "max_digits"), ("min_rate", "max_rate"), ("min_pitch", "max_pitch")):
+            if not getattr(self, low) <= getattr(self, high):
+                raise ValueError(f"{owner}: {high} must be >= {low}, got {low}={getattr(self, low)}, "
+                                 f"{high}={getattr(self, high)}")
+        if not (80 <= self.min_rate and self.max_rate <= 450):
+            raise ValueError(f"{owner}: rates must lie in [80, 450] words per minute, got "
+                             f"[{self.min_rate}, {self.max_rate}]")
+        if self.max_pitch > 99:
+            raise ValueError(f"{owner}: max_pitch must be <= 99, got {self.max_pitch}")
+
+
+class Utterance(NamedTuple):
+    text: str  # "three one four"
+    voice: str  # "en-us+m3"
+    rate: int  # words per minute
+    pitch: int  # 0-99
+
+
+class SpokenDigits(NamedTuple):
+    """One split: log-mel frames of every utterance end to end, and what was said.
+
+    ``features[offsets[i]:offsets[i] + lengths[i]]`` are utterance i's frames.
+    """
+
+    features: np.ndarray  # (sum of lengths, n_mels) float16
+    lengths: np.ndarray  # (N,) int64, frames per utterance
+    utterances: list[Utterance]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)  # (N,)
+
+
+def voice_split() -> dict[str, list[str]]:
+    """The voices of each split: {"train": [...], "val": [...], "test": [...]}, disjoint."""
+    split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for accent in ACCENTS:
+        for variant in VARIANTS:
+            voice = f"{accent}+{variant}" if variant else accent
+            if accent in TEST_ACCENTS or variant in TEST_VARIANTS:
+                split["test"].append(voice)
+            elif accent in VAL_ACCENTS or variant in VAL_VARIANTS:
+                split["val"].append(voice)
+            else:
+                split["train"].append(voice)
+    return split
+
+
+def make_utterances(config: SpokenDigitsConfig, split: str) -> list[Utterance]:
+    """The texts, voices, rates and pitches of one split; a function of config (and its seed) only."""
+    voices = voice_split()[split]
+    n = {"train": config.train_size, "val": config.val_size, "test": config.test_size}[split]
+    rng = np.random.default_rng([config.seed, ("train", "val", "test").index(split)])
+    out = []
+    for _ in range(n):
+        count = int(rng.integers(config.min_digits, config.max_digits + 1))
+        text = " ".join(DIGIT_WORDS[d] for d in rng.integers(0, 10, count))
+        voice = voices[int(rng.integers(len(voices)))]
+        rate = int(rng.integers(config.min_rate, config.max_rate + 1))
+        pitch = int(rng.integers(config.min_pitch, config.max_pitch + 1))
+        out.append(Utterance(text, voice, rate, pitch))
+    return out
+
+
+# -- espeak-ng through ctypes -------------------------------------------------------------------
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_AUDIO_OUTPUT: synthesise into the callback, return when done
+_POS_CHARACTER = 1  # espeak_POSITION_TYPE
+_CHARS_UTF8 = 1  # espeak_Synth flags
+_RATE, _PITCH = 1, 3  # espeak_PARAMETER
+# int callback(short *wav, int numsamples, espeak_EVENT *events); return 0 to go on.
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class Espeak:
+    """libespeak-ng from espeakng-loader, in synchronous mode: ``Espeak.get().synthesize(text, voice)``.
+
+    The library is one per process, so there is one instance (``Espeak.get()``). Its output
+    depends slightly on what it synthesised before in the same process (see the module
+    docstring); ``synthesize_features`` runs it in fresh processes for reproducible data.
+    """
+
+    _instance: "Espeak | None" = None
+
+    @classmethod
+    def get(cls) -> "Espeak":
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def __init__(self) -> None:
+        try:
+            import espeakng_loader
+        except ModuleNotFoundError:
+            raise ValueError("Espeak: the speech data needs the espeakng-loader package "
+                             "(pip install espeakng-loader), which ships libespeak-ng and its voices") from None
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_Initialize.restype = ctypes.c_int
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_Info.argtypes = [ctypes.c_void_p]
+        lib.espeak_Info.restype = ctypes.c_char_p
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
+        if rate != ESPEAK_RATE:
+            raise RuntimeError(f"Espeak: libespeak-ng initialisation returned {rate}, expected {ESPEAK_RATE} (Hz)")
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SYNTH_CALLBACK(self._collect)  # kept referenced: the library holds a raw pointer
+        lib.espeak_SetSynthCallback(self._callback)
+        self.lib = lib
+        self.version = lib.espeak_Info(None).decode()
+
+    def _collect(self, wav, numsamples, events) -> int:
+        if wav and numsamples > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
+        return 0
+
+    def synthesize(self, text: str, voice: str = "en", rate: int = 175, pitch: int = 50) -> np.ndarray:
+        """int16 samples (N,) at ``ESPEAK_RATE`` of ``text`` spoken by ``voice`` ("en-us+m3")."""
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise ValueError(f"Espeak: voice {voice!r} is not an espeak-ng voice (e.g. 'en-us' or 'en-us+m3')")
+        self.lib.espeak_SetParameter(_RATE, int(rate), 0)
+        self.lib.espeak_SetParameter(_PITCH, int(pitch), 0)
+        self._chunks = []
+        data = text.encode()
+        status = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        self.lib.espeak_Synchronize()
+        if status != 0:
+            raise RuntimeError(f"Espeak: espeak_Synth failed with status {status} for {text!r}")
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+
+
+# -- audio and features -----------------------------------------------------------------------
+
+def resample(audio: np.ndarray, orig_rate: int, target_rate: int = FEATURE_RATE) -> np.ndarray:
+    """float32 audio (N,) from orig_rate to target_rate (librosa with soxr, high quality)."""
+    import librosa
+
+    audio = np.asarray(audio, dtype=np.float32)
+    if orig_rate == target_rate:
+        return audio
+    return librosa.resample(audio, orig_sr=orig_rate, target_sr=target_rate, res_type="soxr_hq").astype(np.float32)
+
+
+def log_mel(audio: np.ndarray, sample_rate: int = FEATURE_RATE, n_mels: int = 40) -> np.ndarray:
+    """Log-mel frames (T, n_mels) float32: 25 ms Hann windows every 10 ms, power, natural log.
+
+    T = 1 + len(audio) // hop (librosa's centred frames). log(S + 1e-6) keeps silence finite.
+    """
+    import librosa
+
+    n_fft, hop = round(0.025 * sample_rate), round(0.010 * sample_rate)  # 400, 160 at 16 kHz
+    power = librosa.feature.melspectrogram(y=np.asarray(audio, dtype=np.float32), sr=sample_rate, n_fft=n_fft,
+                                           hop_length=hop, n_mels=n_mels, fmin=20.0, fmax=sample_rate / 2)  # (n_mels, T)
+    return np.log(power + 1e-6).T.astype(np.float32)  # (T, n_mels)
+
+
+def audio_features(audio: np.ndarray, sample_rate: int, n_mels: int = 40) -> np.ndarray:
+    """Mono float audio at any rate -> log-mel frames (T, n_mels) at FEATURE_RATE, as in training."""
+    return log_mel(resample(audio, sample_rate, FEATURE_RATE), FEATURE_RATE, n_mels)
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """A WAV (or FLAC / OGG: anything libsndfile reads) as mono float32 (N,) and its sample rate.
+
+    Stereo and multi-channel audio is mixed down (the mean of the channels). An empty file,
+    a file that is not audio, or one without a single sample raises ValueError naming it.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"read_audio: audio file {path} does not exist")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, channels)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise ValueError(f"read_audio: {path} is not a readable audio file "
+                         f"(expected a WAV/FLAC/OGG; {str(e).splitlines()[0] or type(e).__name__})") from None
+    if data.shape[0] == 0:
+        raise ValueError(f"read_audio: {path} holds no audio samples (expected a non-empty recording)")
+    return data.mean(axis=1).astype(np.float32), int(rate)
+
+
+# -- synthesis in worker processes, and the cache -------------------------------------------------
+
+def _synthesize_chunk(utterances: Sequence[Utterance], n_mels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features of utterances, synthesised in order in this process: (sum T, n_mels) float16, (N,) int64."""
+    engine = Espeak.get()
+    engine.lib.espeak_ng_SetRandSeed(ctypes.c_int(seed))
+    frames, lengths = [], []
+    for u in utterances:
+        audio = engine.synthesize(u.text, u.voice, u.rate, u.pitch).astype(np.float32) / 32768.0
+        feats = audio_features(audio, ESPEAK_RATE, n_mels)  # (T, n_mels)
+        frames.append(feats.astype(np.float16))
+        lengths.append(len(feats))
+    return np.concatenate(frames), np.asarray(lengths, dtype=np.int64)
+
+
+def _worker_main(job_path: str) -> None:
+    """Worker process: read a job (JSON), write features.npy and lengths.npy beside it."""
+    job = json.loads(Path(job_path).read_text())
+    utterances = [Utterance(*u) for u in job["utterances"]]
+    features, lengths = _synthesize_chunk(utterances, job["n_mels"], job["seed"])
+    out = Path(job_path).parent
+    np.save(out / "features.npy", features, allow_pickle=False)
+    np.save(out / "lengths.npy", lengths, allow_pickle=False)
+
+
+def synthesize_features(utterances: Sequence[Utterance], n_mels: int = 40, workers: int = 2,
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Log-mel frames of every utterance: (sum of lengths, n_mels) float16 and lengths (N,) int64.
+
+    Chunks of ``_CHUNK`` utterances each run in a fresh Python process (``workers`` at a
+    time), so the result depends on the utterances and ``seed`` only.
+    """
+    if not utterances:
+        return np.zeros((0, n_mels), np.float16), np.zeros(0, np.int64)
+    chunks = [list(utterances[i : i + _CHUNK]) for i in range(0, len(utterances), _CHUNK)]
+    boot = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('_spoken_digits_worker', "
+            "sys.argv[1]); m = importlib.util.module_from_spec(spec); "
+            "sys.modules[spec.name] = m; spec.loader.exec_module(m); "
+            "m._worker_main(sys.argv[2])")
+    with tempfile.TemporaryDirectory(prefix="rnnkit-speech-") as tmp:
+        def run(k: int) -> tuple[np.ndarray, np.ndarray]:
+            job_dir = Path(tmp) / f"chunk{k:05d}"
+            job_dir.mkdir()
+            job = {"utterances": [list(u) for u in chunks[k]], "n_mels": n_mels, "seed": seed + k}
+            (job_dir / "job.json").write_text(json.dumps(job))
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            done = subprocess.run([sys.executable, "-c", boot, str(Path(__file__).resolve()), str(job_dir / "job.json")],
+                                  capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                raise RuntimeError(f"synthesize_features: the espeak-ng worker of chunk {k} failed: {tail}")
+            return (np.load(job_dir / "features.npy", allow_pickle=False),
+                    np.load(job_dir / "lengths.npy", allow_pickle=False))
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # threads only wait on processes
+            parts = list(pool.map(run, range(len(chunks))))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def cache_root() -> Path:
+    """``$RNNKIT_CACHE/speech``, or ``~/.cache/rnnkit/speech``."""
+    base = os.environ.get("RNNKIT_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "rnnkit") / "speech"
+
+
+def _cache_key(config: SpokenDigitsConfig, version: str) -> str:
+    settings = {"config": asdict(config), "voices": voice_split(), "espeak": version, "chunk": _CHUNK,
+                "generation": _GENERATION_VERSION, "feature_rate": FEATURE_RATE}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _espeak_version() -> str:
+    """libespeak-ng's version, from the package metadata (without loading the library here)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return "espeakng-loader " + version("espeakng-loader")
+    except PackageNotFoundError:
+        raise ValueError("load_spoken_digits: the speech data needs the espeakng-loader package "
+                         "(pip install espeakng-loader), which ships libespeak-ng and its voices") from None
+
+
+def load_spoken_digits(config: SpokenDigitsConfig = SpokenDigitsConfig(), cache_dir: str | os.PathLike | None = None,
+                       workers: int = 2) -> dict[str, SpokenDigits]:
+    """The train/val/test splits, from the cache or synthesised (then cached) with ``workers`` processes."""
+    root = Path(cache_dir) if cache_dir else cache_root()
+    folder = root / _cache_key(config, _espeak_version())
+    splits = ("train", "val", "test")
+    if not (folder / "manifest.json").exists():
+        utterances = {s: make_utterances(config, s) for s in splits}
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=root))
+        try:
+            for k, s in enumerate(splits):
+                features, lengths = synthesize_features(utterances[s], config.n_mels, workers, seed=1000 * k)
+                np.save(tmp / f"{s}_features.npy", features, allow_pickle=False)
+                np.save(tmp / f"{s}_lengths.npy", lengths, allow_pickle=False)
+            manifest = {"config": asdict(config), "voices": voice_split(), "espeak": _espeak_version(),
+                        "utterances": {s: [list(u) for u in utterances[s]] for s in splits}}
+            (tmp / "manifest.json").write_text(json.dumps(manifest))
+            try:
+                tmp.rename(folder)  # atomic: a cache folder is complete or absent
+            except OSError:  # another process finished first: keep its folder
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    out = {}
+    for s in splits:
+        out[s] = SpokenDigits(np.load(folder / f"{s}_features.npy", allow_pickle=False),
+                              np.load(folder / f"{s}_lengths.npy", allow_pickle=False),
+                              [Utterance(*u) for u in manifest["utterances"][s]])
+    return out
+
+
+if __name__ == "__main__":  # (the workers start through synthesize_features' boot line, not here)
+    _worker_main(sys.argv[1])
