@@ -217,3 +217,12 @@ def test_the_trainer_feeds_the_budget_to_the_schedule():
     assert trainer.progress.stopped.startswith("time budget")
     assert trainer.progress.step == 1  # the first step spends the whole budget
     assert trainer.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_epoch_end_evaluations_count_as_evaluation_time():
+    data = _data(batches=2)
+    config = TrainConfig(epochs=2, batch_size=B, optimizer="sgd", lr=0.0, bptt=K)
+    loader = IndexLoader(data, B, shuffle=False)
+    trainer = Trainer(_ToyTask(False), _model(), loader, IndexLoader(data, B, shuffle=False), config)
+    trainer.fit()
+    assert trainer.progress.timing["eval"] > 0.0  # two evaluations, one per epoch

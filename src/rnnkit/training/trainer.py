@@ -174,20 +174,22 @@ class Trainer:
                 t_eval = time.perf_counter()
                 if cfg.eval_every and p.step % cfg.eval_every == 0:
                     self._evaluate_and_checkpoint(carry)
+                t_data = time.perf_counter()
+                # evaluation and checkpoints are not part of a training step's cost
+                p.timing["other"] += t_eval - t_other
+                p.timing["eval"] += t_data - t_eval
                 if self._budget_used > 1.0:
                     p.stopped = p.stopped or f"time budget of {cfg.max_minutes} min reached"
                 if p.stopped:
                     break
-                t_data = time.perf_counter()
-                # evaluation and checkpoints are not part of a training step's cost
-                p.timing["other"] += t_eval - t_other
-                p.timing["eval"] = p.timing.get("eval", 0.0) + t_data - t_eval
             else:
                 p.epoch += 1
                 carry = None
                 # (an eval_every step that ends the epoch has been evaluated already)
                 if (not cfg.eval_every or p.epoch == cfg.epochs) and self._last_eval_step != p.step:
+                    t_eval = time.perf_counter()
                     self._evaluate_and_checkpoint(carry)
+                    p.timing["eval"] += time.perf_counter() - t_eval
         if not p.stopped:
             p.stopped = f"{cfg.epochs} epochs done"
         if self._last_eval_step != p.step:  # stopped mid-epoch: keep what was learned
@@ -308,6 +310,7 @@ class Trainer:
         """Load checkpoints/last: weights, optimizer, schedule, RNG, data order, progress."""
         state, tensors = load_checkpoint(self.run_dir / "checkpoints" / "last", self.raw_model, self.optimizer)
         self.progress = _Progress(**state["progress"])
+        self.progress.timing = {**_Progress().timing, **self.progress.timing}  # keys added since
         self.progress.stopped = ""
         # Every checkpoint is written by an evaluation at its step: don't evaluate it again.
         self._last_eval_step, self.last_val = self.progress.step, state.get("last_val", {})
