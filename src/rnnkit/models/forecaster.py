@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from .recurrent import CELLS, final_hidden, make_recurrent
 
-__all__ = ["ForecasterConfig", "Forecaster"]
+__all__ = ["ForecasterConfig", "Forecaster", "ForecasterStream"]
 
 
 @dataclass
@@ -73,3 +74,55 @@ class Forecaster(nn.Module):
                 raise ValueError(f"Forecaster: highway {k} needs at least {k} time steps, got {x.shape[1]}")
             y_hat = y_hat + self.highway(x[:, -k:].flatten(1))  # (B, k*I) -> (B, horizon)
         return y_hat
+
+    def stream(self, batch_size: int = 1) -> "ForecasterStream":
+        """A ``ForecasterStream`` over this model's current weights (rebuild it after training)."""
+        return ForecasterStream(self, batch_size)
+
+
+class ForecasterStream:
+    """Feed a forecaster one time step at a time, in O(1) memory (``rnnkit.Stream`` underneath).
+
+    ``step(x_t)`` takes x_t (B, input_size) and returns the forecast (B, horizon) after every
+    step fed so far: the same as ``model(x[:, : t + 1])`` on the whole history, so while the
+    history is exactly the model's training window long it is the model's windowed forecast,
+    and later it is the model reading a longer window. With ``highway = k``, the highway reads
+    the last k steps, zeros before the first k (``forward`` refuses windows shorter than k).
+    The weights are read when the stream is built; dropout is not applied.
+    """
+
+    def __init__(self, model: Forecaster, batch_size: int = 1) -> None:
+        from ..streaming import Stream  # not at the top: rnnkit.streaming imports rnnkit.layers
+
+        self.config, self.batch_size = model.config, batch_size
+        self.rnn = Stream(model.rnn, batch_size)
+        with torch.inference_mode():
+            self._head_w_t = model.head.weight.detach().t().clone(memory_format=torch.contiguous_format)  # (H, horizon)
+            self._head_b = model.head.bias.detach().clone()  # (horizon,)
+            highway = model.highway
+            self._highway_w_t = None if highway is None else highway.weight.detach().clone().t()  # (k*I, horizon)
+            self._y = torch.empty(batch_size, model.config.horizon, dtype=self._head_b.dtype)
+            k, I = model.config.highway, model.config.input_size
+            self._recent = torch.zeros(batch_size, k, I, dtype=self._head_b.dtype)  # the last k steps, oldest first
+
+    def reset(self) -> None:
+        """Forget everything fed so far."""
+        self.rnn.reset()
+        with torch.inference_mode():
+            self._recent.zero_()
+
+    def step(self, x_t: Tensor) -> Tensor:
+        """Feed x_t (B, input_size); returns the forecast (B, horizon) after it, a new tensor."""
+        shape = (self.batch_size, self.config.input_size)
+        if not isinstance(x_t, Tensor) or x_t.shape != shape:
+            got = f"shape {tuple(x_t.shape)}" if isinstance(x_t, Tensor) else type(x_t).__name__
+            raise ValueError(f"ForecasterStream.step: x_t must be a tensor of shape {shape} (batch_size, input_size), "
+                             f"got {got}")
+        with torch.inference_mode():
+            self.rnn._x.copy_(x_t)
+            self.rnn._advance()
+            torch.addmm(self._head_b, self.rnn._out, self._head_w_t, out=self._y)  # (B, horizon)
+            if self._highway_w_t is not None:
+                self._recent.copy_(torch.cat([self._recent[:, 1:], self.rnn._x.unsqueeze(1)], 1))  # (B, k, I)
+                self._y.addmm_(self._recent.flatten(1), self._highway_w_t)
+        return self._y.clone()  # outside inference mode: an ordinary tensor

@@ -6,8 +6,6 @@ character; sampling feeds each drawn character back in.
 """
 from __future__ import annotations
 
-import contextlib
-import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -16,7 +14,7 @@ from torch import Tensor, nn
 
 from .recurrent import make_recurrent
 
-__all__ = ["LanguageModelConfig", "LanguageModel", "sample"]
+__all__ = ["LanguageModelConfig", "LanguageModel", "LanguageModelStream", "sample"]
 
 
 @dataclass
@@ -45,41 +43,96 @@ class LanguageModel(nn.Module):
         out, state = self.rnn(self.embedding(x), state)  # (B, T, H)
         return self.head(self.dropout(out)), state  # (B, T, V)
 
+    def stream(self, batch_size: int = 1) -> "LanguageModelStream":
+        """A ``LanguageModelStream`` over this model's current weights (rebuild it after training)."""
+        return LanguageModelStream(self, batch_size)
 
-@torch.no_grad()
+
+class LanguageModelStream:
+    """Feed a language model one id at a time, in O(1) memory (``rnnkit.Stream`` underneath).
+
+    ``read(ids)`` reads a prompt (B, T) in one pass of the model (the layer's fused kernel) and
+    ``step(ids)`` one id per stream (B,); both return the next-id logits (B, V) and carry the
+    state. ``step`` uses the weights as they were when the stream was built (``read`` calls
+    the model itself): after training, build a new stream. Dropout is not applied.
+
+    Example:
+        >>> lm = LanguageModel(LanguageModelConfig(vocab_size=10, embedding_dim=4, hidden_size=8))
+        >>> stream = lm.stream()
+        >>> logits = stream.read(torch.tensor([[1, 2, 3]]))
+        >>> logits = stream.step(logits.argmax(-1))  # greedy: feed the best id back
+        >>> tuple(logits.shape)
+        (1, 10)
+    """
+
+    def __init__(self, model: LanguageModel, batch_size: int = 1) -> None:
+        from ..streaming import Stream  # not at the top: rnnkit.streaming imports rnnkit.layers
+
+        self.model, self.batch_size = model, batch_size
+        self.rnn = Stream(model.rnn, batch_size)
+        with torch.inference_mode():
+            self._embedding = model.embedding.weight.detach().clone()  # (V, E)
+            self._head_w_t = model.head.weight.detach().t().clone(memory_format=torch.contiguous_format)  # (H, V)
+            self._head_b = model.head.bias.detach().clone()  # (V,)
+            self._logits = torch.empty(batch_size, model.config.vocab_size, dtype=self._head_b.dtype,
+                                       device=self._head_b.device)
+
+    def read(self, ids: Tensor) -> Tensor:
+        """Read ids (B, T) from the current state; returns the logits after the last one (B, V)."""
+        B = self.batch_size
+        if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.shape[0] != B or ids.shape[1] < 1 \
+                or ids.is_floating_point():
+            raise ValueError(f"LanguageModelStream.read: ids must be a (batch_size={B}, T >= 1) tensor of ids, "
+                             f"got {_describe(ids)}")
+        with torch.inference_mode():
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                logits, state = self.model(ids, self.rnn.state)  # (B, T, V)
+            finally:
+                self.model.train(was_training)
+        self.rnn.reset(state)
+        return logits[:, -1].clone()
+
+    def step(self, ids: Tensor) -> Tensor:
+        """Feed one id per stream, ids (B,); returns the next-id logits (B, V), a new tensor."""
+        B = self.batch_size
+        if not isinstance(ids, Tensor) or ids.shape != (B,) or ids.is_floating_point():
+            raise ValueError(f"LanguageModelStream.step: ids must be a ({B},) tensor of ids, got {_describe(ids)}")
+        with torch.inference_mode():
+            torch.index_select(self._embedding, 0, ids, out=self.rnn._x)  # (B, E) into the stream's input
+            self.rnn._advance()
+            torch.addmm(self._head_b, self.rnn._out, self._head_w_t, out=self._logits)  # (B, V)
+        return self._logits.clone()  # outside inference mode: an ordinary tensor
+
+
 def sample(model: LanguageModel, prime: list[int], length: int, temperature: float = 1.0, top_k: int = 0,
            generator: torch.Generator | None = None) -> Iterator[int]:
     """Yield ``length`` ids drawn one at a time after reading ``prime`` (at least one id).
 
     ``temperature`` divides the logits (below 1: safer text, above 1: wilder); ``top_k > 0``
-    keeps only the k likeliest ids at each step.
+    keeps only the k likeliest ids at each step. The prime is read in one pass; every drawn id
+    is fed back through a ``LanguageModelStream`` (one step, O(1) memory).
     """
     if not prime:
         raise ValueError("sample: prime must hold at least one id")
     model.eval()
-    logits, state = model(torch.tensor([prime]))  # read the prime in one pass
-    last = logits[0, -1]  # (V,)
+    stream = model.stream()
+    last = stream.read(torch.tensor([prime]))[0]  # (V,)
+    nxt_t = torch.zeros(1, dtype=torch.long)
     for _ in range(length):
-        scores = last / temperature
-        if top_k:
-            kth = torch.topk(scores, min(top_k, scores.numel())).values[-1]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        nxt = int(torch.multinomial(torch.softmax(scores, -1), 1, generator=generator))
+        with torch.inference_mode():
+            scores = last / temperature
+            if top_k:
+                kth = torch.topk(scores, min(top_k, scores.numel())).values[-1]
+                scores = scores.masked_fill(scores < kth, float("-inf"))
+            nxt = int(torch.multinomial(torch.softmax(scores, -1), 1, generator=generator))
         yield nxt
-        with _without_onednn():  # oneDNN's fixed cost per call dominates a single step on CPU
-            logits, state = model(torch.tensor([[nxt]]), state)
-        last = logits[0, -1]
+        nxt_t[0] = nxt
+        last = stream.step(nxt_t)[0]
 
 
-@contextlib.contextmanager
-def _without_onednn():
-    with warnings.catch_warnings():  # torch warns about TF32 on Intel GPUs whenever the flags change
-        warnings.simplefilter("ignore", UserWarning)
-        flags = torch.backends.mkldnn.flags(enabled=False)
-        flags.__enter__()
-    try:
-        yield
-    finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            flags.__exit__(None, None, None)
+def _describe(x) -> str:
+    if isinstance(x, Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
+    return type(x).__name__
