@@ -1,5 +1,7 @@
 """Tests for rnnkit.layers.fused: whole-sequence LSTM/GRU with a hand-written backward.
 
+Each test runs with the compiled element-wise kernels and with torch operations.
+
 The oracle is the engine's own step-by-step loop (``fused.disabled()``), whose gradients
 come from autograd: outputs, final states and the gradients of the input, the initial state
 and every parameter must agree, for every variant the fused path covers, both directions,
@@ -13,7 +15,7 @@ from torch import nn
 
 import rnnkit
 from rnnkit.cells import GRUCell, LSTMCell
-from rnnkit.layers import fused
+from rnnkit.layers import _cpu_kernels, fused
 from rnnkit.layers.recurrent import _run_direction
 
 D64 = torch.float64
@@ -35,6 +37,17 @@ VARIANTS = {
 }
 T, B, I, H = 6, 5, 3, 4
 LENGTHS = torch.tensor([3, 6, 1, 4, 2])  # unsorted, with a length-1 sequence and a full one
+
+
+@pytest.fixture(autouse=True, params=["kernels", "torch-ops"])
+def element_wise(request):
+    """Every test runs twice: each step's element-wise work in the compiled CPU kernels
+    (``rnnkit.layers._cpu_kernels``) and in torch operations."""
+    use = request.param == "kernels"
+    if use and not _cpu_kernels.load():
+        pytest.skip("no C++ compiler here: the kernels fall back to torch operations")
+    with fused.kernels(use):
+        yield request.param
 
 
 def _randomise_(module, seed=0):
@@ -119,6 +132,19 @@ def test_layer_fused_equals_step_loop(name, bidirectional, lengths, with_state, 
     with fused.disabled():
         expected = _run(layer, x, state0, lengths)
     _assert_all_close(got, expected, dtype, layer_norm="layer_norm" in name)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_batch_first_with_lengths(name):
+    # the output's gradient arrives as a transposed (non-contiguous) view
+    layer_cls, _, kwargs = VARIANTS[name]
+    torch.manual_seed(0)
+    layer = _randomise_(layer_cls(I, H, batch_first=True, engine="python", dtype=D64, **kwargs))
+    x = _x().transpose(0, 1)  # (B, T, I)
+    got = _run(layer, x, lengths=LENGTHS)
+    with fused.disabled():
+        expected = _run(layer, x, lengths=LENGTHS)
+    _assert_all_close(got, expected, D64)
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))

@@ -1,4 +1,4 @@
-"""Whole-sequence LSTM and GRU with a hand-written backward (BPTT), in plain PyTorch.
+"""Whole-sequence LSTM and GRU with a hand-written backward (BPTT): PyTorch and small CPU kernels.
 
 The generic engine (``rnnkit.layers.recurrent``) loops ``cell.step`` in Python and lets
 autograd record every small operation of every step; its backward then replays them one
@@ -14,6 +14,14 @@ node at a time. Here one ``torch.autograd.Function`` runs a whole sequence of on
   one ``dG_t @ W_hh`` per step. The weight gradient is one (G, T*B) @ (T*B, H) product at
   the end, and the gradient of the projected input is the whole ``dG`` (T, B, G): autograd
   takes it back through ``W_ih``, the biases and the input outside this function.
+
+On CPU in float32/float64, each step's element-wise work (gates, layer norms, peepholes, the
+mask; forward and backward) runs in one call of a small compiled kernel
+(``rnnkit.layers._cpu_kernels``, built with the machine's C++ compiler at first use and
+cached), so that a step is one matrix product and one kernel call: at small sizes the ~10-25
+torch operations a step otherwise takes cost more than its matrix product. Without a
+compiler, on other devices and dtypes, or inside ``kernels(False)``, the same steps run as
+torch operations (below); the tests run both against the step loop.
 
 Covered: LSTM with or without peepholes and layer norm (not with a projection, ``proj_size``),
 GRU in both forms (``reset_after``) with or without layer norm. Layer norm of the recurrent
@@ -39,13 +47,16 @@ peephole (3H: p_i, p_f, p_o); GRU ``W_hh`` (3H, H) with gates r, z, n.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from typing import Iterator
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["disabled", "is_enabled", "linear", "lstm_sequence", "gru_sequence"]
+from . import _cpu_kernels
+
+__all__ = ["disabled", "is_enabled", "kernels", "linear", "gate_norm", "lstm_sequence", "gru_sequence"]
 
 _enabled = True  # module-wide (not per thread): the switch is for tests and debugging
 
@@ -69,6 +80,17 @@ def disabled() -> Iterator[None]:
         yield
     finally:
         _enabled = previous
+
+
+@contextlib.contextmanager
+def kernels(enabled: bool) -> Iterator[None]:
+    """Use (True) or avoid (False) the compiled element-wise CPU kernels of ``_cpu_kernels``
+    inside the ``with`` block; False runs every step with torch operations (for tests)."""
+    previous = _cpu_kernels.set_enabled(enabled)
+    try:
+        yield
+    finally:
+        _cpu_kernels.set_enabled(previous)
 
 
 # -- matrix products -------------------------------------------------------------------------
@@ -123,6 +145,13 @@ def _mm_t(op, a: Tensor, b: Tensor) -> Tensor:
     return op(_plain(a), _plain(b), None, "none", [], "")
 
 
+def _mm_t_into(op, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    """out = a @ b^T."""
+    if op is None or not _big(*a.shape, b.shape[0]):
+        return torch.mm(a, b.t(), out=out)
+    return out.copy_(op(_plain(a), _plain(b), None, "none", [], ""))
+
+
 def _addmm_t(op, c: Tensor, a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
     """c + a @ b^T, into ``out`` if given."""
     if op is None or not _big(*a.shape, b.shape[0]):
@@ -174,6 +203,54 @@ class _Linear(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy2.sum(0)
         return dx, dw, db
+
+
+def gate_norm(z: Tensor, gain: Tensor, num_gates: int, bias: Tensor | None = None) -> Tensor:
+    """``rnnkit.cells.base._gate_norm(z, gain, num_gates) (+ bias)``: layer norm of each gate's
+    part of z (..., G*H) separately, times gain (G*H), plus bias (G*H) if given.
+
+    With the compiled kernels (float32/64 on CPU, the fused path on), forward is one pass over
+    z and backward one pass over the gradient (the gain and bias gradients summed in it);
+    otherwise the reference's torch operations under autograd. Once differentiable.
+    """
+    from ..cells.base import _gate_norm  # not at the top: rnnkit.cells imports this module
+
+    if not (is_enabled(z) and _kernels_apply(z, gain, bias)):
+        out = _gate_norm(z, gain, num_gates, eps=_LN_EPS)
+        return out if bias is None else out + bias
+    return _GateNorm.apply(z, gain, bias, num_gates)
+
+
+class _GateNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, gain, bias, num_gates):
+        G = z.shape[-1]
+        H = G // num_gates
+        z2 = z.reshape(-1, H).contiguous()  # (rows, H), row r in gate r % num_gates
+        out, xhat, rstd = torch.empty_like(z2), torch.empty_like(z2), z2.new_empty(z2.shape[0])
+        gain, bias = gain.contiguous(), None if bias is None else bias.contiguous()
+        args = _cpu_kernels.NormArgs(rows=z2.shape[0], H=H, gates=num_gates, threads=torch.get_num_threads(),
+                                     eps=_LN_EPS, **{k: _cpu_kernels.pointer(v) for k, v in dict(
+                                         z=z2, out=out, xhat=xhat, rstd=rstd, gain=gain, bias=bias).items()})
+        getattr(_cpu_kernels.load(), "gate_norm_forward_" + _cpu_kernels.suffix(z.dtype))(ctypes.byref(args))
+        ctx.save_for_backward(xhat, rstd, gain)
+        ctx.num_gates, ctx.has_bias, ctx.z_shape = num_gates, bias is not None, z.shape
+        return out.view(z.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        xhat, rstd, gain = ctx.saved_tensors
+        rows, H = xhat.shape
+        dy = dy.reshape(rows, H).contiguous()
+        dz, d_gain = torch.empty_like(xhat), gain.new_empty(gain.shape)
+        d_bias = gain.new_empty(gain.shape) if ctx.has_bias else None
+        args = _cpu_kernels.NormArgs(rows=rows, H=H, gates=ctx.num_gates, threads=torch.get_num_threads(),
+                                     eps=_LN_EPS, **{k: _cpu_kernels.pointer(v) for k, v in dict(
+                                         xhat=xhat, rstd=rstd, gain=gain, dy=dy, dz=dz, d_gain=d_gain,
+                                         d_bias=d_bias).items()})
+        getattr(_cpu_kernels.load(), "gate_norm_backward_" + _cpu_kernels.suffix(dy.dtype))(ctypes.byref(args))
+        return dz.view(ctx.z_shape), d_gain, d_bias, None
 
 
 def _needs_graph(*tensors: Tensor | None) -> bool:
@@ -309,6 +386,12 @@ def lstm_sequence(gx: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephol
         output (T, B, H) (0 where mask is False), h_n (B, H), c_n (B, H).
     """
     args = (gx, h0, c0, weight_hh, peephole, layer_norm_hh, layer_norm_c_weight, layer_norm_c_bias)
+    if _kernels_apply(*args):
+        if _needs_graph(*args):
+            return _LSTMKernelSequence.apply(*args, mask)
+        with torch.no_grad():
+            out, hs, cs, _ = _lstm_kernel_forward(*args, mask)
+        return out, hs[-1].clone(), cs[-1].clone()
     if _needs_graph(*args):
         return _LSTMSequence.apply(*args, mask)
     with torch.no_grad():
@@ -471,6 +554,117 @@ class _LSTMSequence(torch.autograd.Function):
         return dG, dh, dc, d_w, d_p, d_gain, d_c_weight, d_c_bias, None
 
 
+# -- LSTM on the compiled kernels -----------------------------------------------------------
+
+
+def _kernels_apply(gx: Tensor, *tensors: Tensor | None) -> bool:
+    """Whether the compiled kernels run this sequence: CPU, float32/64, one dtype throughout."""
+    return _cpu_kernels.kernels_for(gx) is not None and all(
+        t is None or (t.dtype == gx.dtype and t.device == gx.device) for t in tensors
+    )
+
+
+def _lstm_kernel_forward(gx, h0, c0, weight_hh, peephole, gain_hh, ln_c_weight, ln_c_bias, mask):
+    """``_lstm_forward`` with each step's element-wise work in one kernel call. Returns output,
+    hs (T, B, H), cs (T + 1, B, H), and the kernel's arguments (with the tensors they point
+    to, kept alive) for backward."""
+    lib = _cpu_kernels.kernels_for(gx)
+    T, B, G = gx.shape  # time, batch, 4 * hidden
+    H = G // 4
+    op = _gemm_for(gx)
+    gx, h0 = gx.contiguous(), h0.contiguous()
+    buffers = dict(
+        gx=gx, h0=h0, acts=gx.new_empty(T, B, G), hs=gx.new_empty(T, B, H), cs=gx.new_empty(T + 1, B, H),
+        tcs=gx.new_empty(T, B, H), peep=None if peephole is None else peephole.contiguous(),
+        gain_hh=None if gain_hh is None else gain_hh.contiguous(),
+        z=None if gain_hh is None else gx.new_empty(T, B, G),  # W_hh h_tm1, then its norm
+        rstd_hh=None if gain_hh is None else gx.new_empty(T, B, 4),
+        ln_w=None if ln_c_weight is None else ln_c_weight.contiguous(),
+        ln_b=None if ln_c_weight is None or ln_c_bias is None else ln_c_bias.contiguous(),
+        stats_c=None if ln_c_weight is None else gx.new_empty(T, B, 2),  # mean, 1 / std
+        keep=None if mask is None else mask.contiguous(),  # bool: one byte, 0 or 1
+    )
+    buffers["cs"][0] = c0
+    args = _cpu_kernels.LSTMArgs(T=T, B=B, H=H, eps=_LN_EPS, **{k: _cpu_kernels.pointer(v) for k, v in buffers.items()})
+    step = getattr(lib, "lstm_forward_" + _cpu_kernels.suffix(gx.dtype))
+    ref = ctypes.byref(args)
+    gx_t, act_t, h_t = gx.unbind(0), buffers["acts"].unbind(0), buffers["hs"].unbind(0)
+    z_t = None if gain_hh is None else buffers["z"].unbind(0)
+    h_tm1 = h0
+    for t in range(T):
+        if z_t is None:
+            _addmm_t(op, gx_t[t], h_tm1, weight_hh, out=act_t[t])  # (B, 4H) pre-activations
+        else:
+            _mm_t_into(op, h_tm1, weight_hh, out=z_t[t])  # normalised, scaled and added in the kernel
+        step(ref, t)
+        h_tm1 = h_t[t]
+    hs, cs = buffers["hs"], buffers["cs"]
+    out = hs if mask is None else hs * mask.unsqueeze(-1).to(hs.dtype)
+    return out, hs, cs, (args, buffers)
+
+
+class _LSTMKernelSequence(torch.autograd.Function):
+    """``_LSTMSequence`` with each step's element-wise work, forward and backward, in one
+    compiled kernel call (``_cpu_kernels``); the same inputs, outputs and gradients."""
+
+    @staticmethod
+    def forward(ctx, gx, h0, c0, weight_hh, peephole, gain_hh, ln_c_weight, ln_c_bias, mask):
+        out, hs, cs, (args, buffers) = _lstm_kernel_forward(
+            gx, h0, c0, weight_hh, peephole, gain_hh, ln_c_weight, ln_c_bias, mask
+        )
+        ctx.args, ctx.buffers = args, buffers  # raw pointers into buffers: kept together
+        ctx.save_for_backward(weight_hh, hs)  # hs: so that autograd catches in-place changes of out
+        return out, hs[-1].clone(), cs[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, d_hn, d_cn):
+        weight_hh, hs = ctx.saved_tensors
+        args, buffers = ctx.args, ctx.buffers
+        cs, mask = buffers["cs"], buffers["keep"]
+        T, B, H = hs.shape  # time, batch, hidden
+        G = 4 * H
+        lib = _cpu_kernels.load()  # loaded in forward
+        op = _gemm_for(hs)
+        d_out = (d_out if mask is None else d_out * mask.unsqueeze(-1).to(d_out.dtype)).contiguous()
+        grads = dict(
+            d_out=d_out, dh=(d_hn + d_out[T - 1]).contiguous(), dc=d_cn.clone(memory_format=torch.contiguous_format),
+            carry=hs.new_empty(B, H), dG=hs.new_empty(T, B, G), scratch=hs.new_empty(H),
+            dZ=None if buffers["z"] is None else hs.new_empty(T, B, G),  # gradient of W_hh h_tm1
+            d_cout=None if buffers["ln_w"] is None else hs.new_empty(T, B, H),  # of LN(c)
+        )
+        for name, tensor in grads.items():
+            setattr(args, name, _cpu_kernels.pointer(tensor))
+        step = getattr(lib, "lstm_backward_" + _cpu_kernels.suffix(hs.dtype))
+        ref = ctypes.byref(args)
+        dZ = grads["dZ"] if grads["dZ"] is not None else grads["dG"]
+        dZ_t, dh, carry = dZ.unbind(0), grads["dh"], grads["carry"]
+        w_t = weight_hh.t().contiguous()  # (H, 4H)
+        for t in range(T - 1, -1, -1):
+            step(ref, t)  # dG_t, dZ_t, dc -> dc_tm1, carry = d_out[t-1] (+ dh where ended)
+            _addmm_t(op, carry, dZ_t[t], w_t, out=dh)  # dh_tm1 = carry + dZ_t @ W_hh
+
+        need = ctx.needs_input_grad
+        dG = grads["dG"]
+        d_w = d_p = d_gain = d_c_weight = d_c_bias = None
+        if need[3]:
+            d_w = _weight_grad(op, dZ.view(-1, G), _prev_states(buffers["h0"], hs).view(-1, H))
+        if buffers["peep"] is not None and need[4]:
+            dG4 = dG.view(T, B, 4, H)
+            d_if = (dG4[:, :, :2] * cs[:-1].unsqueeze(2)).sum((0, 1))  # (2, H)
+            d_o = (dG4[:, :, 3] * cs[1:]).sum((0, 1))  # ended sequences have dG = 0
+            d_p = torch.cat([d_if.reshape(-1), d_o])
+        if buffers["z"] is not None and need[5]:
+            d_gain = (dG * buffers["z"]).sum((0, 1))  # z holds the normalised products
+        if buffers["ln_w"] is not None:
+            d_cout, stats = grads["d_cout"], buffers["stats_c"]
+            if need[6]:
+                d_c_weight = (d_cout * (cs[1:] - stats[:, :, :1]) * stats[:, :, 1:]).sum((0, 1))
+            if buffers["ln_b"] is not None and need[7]:
+                d_c_bias = d_cout.sum((0, 1))
+        return dG, dh.clone(), grads["dc"], d_w, d_p, d_gain, d_c_weight, d_c_bias, None
+
+
 # -- GRU -----------------------------------------------------------------------------------
 
 
@@ -494,6 +688,12 @@ def gru_sequence(gx: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor | No
         output (T, B, H) (0 where mask is False), h_n (B, H).
     """
     bias_hh = bias_hh if reset_after else None
+    if _kernels_apply(gx, h0, weight_hh, bias_hh, layer_norm_hh):
+        if _needs_graph(gx, h0, weight_hh, bias_hh, layer_norm_hh):
+            return _GRUKernelSequence.apply(gx, h0, weight_hh, bias_hh, layer_norm_hh, mask, reset_after)
+        with torch.no_grad():
+            out, hs, _ = _gru_kernel_forward(gx, h0, weight_hh, bias_hh, layer_norm_hh, mask, reset_after)
+        return out, hs[-1].clone()
     if _needs_graph(gx, h0, weight_hh, bias_hh, layer_norm_hh):
         return _GRUSequence.apply(gx, h0, weight_hh, bias_hh, layer_norm_hh, mask, reset_after)
     with torch.no_grad():
@@ -638,3 +838,120 @@ class _GRUSequence(torch.autograd.Function):
         if gain_hh is not None and need[4]:
             d_gain = torch.cat([d_gain_rz, d_gain_n])
         return dG, dh, d_w, None, d_gain, None, None
+
+
+# -- GRU on the compiled kernels ------------------------------------------------------------
+
+
+def _gru_kernel_forward(gx, h0, weight_hh, bias_hh, gain_hh, mask, reset_after: bool):
+    """``_gru_forward`` with each step's element-wise work in kernel calls (two with
+    ``reset_after=False``: around the product of W_n with r * h_tm1). Returns output, hs
+    (T, B, H) and the kernel's arguments with the tensors they point to, for backward."""
+    lib = _cpu_kernels.kernels_for(gx)
+    T, B, G = gx.shape  # time, batch, 3 * hidden
+    H = G // 3
+    op = _gemm_for(gx)
+    gx, h0 = gx.contiguous(), h0.contiguous()
+    buffers = dict(
+        gx=gx, h0=h0, hs=gx.new_empty(T, B, H), acts=gx.new_empty(T, B, G),  # r, z, n
+        zp=gx.new_empty(T, B, G if reset_after else 2 * H),  # products of h_tm1 (then normalised)
+        zn=None if reset_after else gx.new_empty(T, B, H),  # W_n (r * h_tm1) (then normalised)
+        rstd=None if gain_hh is None else gx.new_empty(T, B, 3),
+        gain=None if gain_hh is None else gain_hh.contiguous(),
+        bias=None if bias_hh is None else bias_hh.contiguous(),
+        ghn=gx.new_empty(T, B, H) if reset_after else None,  # W_hn h_tm1 (normalised) + b_hn
+        rh=None if reset_after else gx.new_empty(T, B, H),  # r * h_tm1
+        keep=None if mask is None else mask.contiguous(),
+    )
+    args = _cpu_kernels.GRUArgs(T=T, B=B, H=H, eps=_LN_EPS, **{k: _cpu_kernels.pointer(v) for k, v in buffers.items()})
+    ref, dtype = ctypes.byref(args), _cpu_kernels.suffix(gx.dtype)
+    zp_t, h_t = buffers["zp"].unbind(0), buffers["hs"].unbind(0)
+    h_tm1 = h0
+    if reset_after:
+        step = getattr(lib, "gru_forward_" + dtype)
+        for t in range(T):
+            _mm_t_into(op, h_tm1, weight_hh, out=zp_t[t])  # (B, 3H)
+            step(ref, t)
+            h_tm1 = h_t[t]
+    else:
+        step_a, step_b = getattr(lib, "gru_forward_a_" + dtype), getattr(lib, "gru_forward_b_" + dtype)
+        w_rz, w_n = weight_hh[: 2 * H], weight_hh[2 * H :]
+        zn_t, rh_t = buffers["zn"].unbind(0), buffers["rh"].unbind(0)
+        for t in range(T):
+            _mm_t_into(op, h_tm1, w_rz, out=zp_t[t])  # (B, 2H)
+            step_a(ref, t)  # r, z, r * h_tm1
+            _mm_t_into(op, rh_t[t], w_n, out=zn_t[t])  # (B, H)
+            step_b(ref, t)  # n, h
+            h_tm1 = h_t[t]
+    hs = buffers["hs"]
+    out = hs if mask is None else hs * mask.unsqueeze(-1).to(hs.dtype)
+    return out, hs, (args, buffers)
+
+
+class _GRUKernelSequence(torch.autograd.Function):
+    """``_GRUSequence`` with each step's element-wise work, forward and backward, in compiled
+    kernel calls (``_cpu_kernels``); the same inputs, outputs and gradients."""
+
+    @staticmethod
+    def forward(ctx, gx, h0, weight_hh, bias_hh, gain_hh, mask, reset_after):
+        out, hs, (args, buffers) = _gru_kernel_forward(gx, h0, weight_hh, bias_hh, gain_hh, mask, reset_after)
+        ctx.args, ctx.buffers, ctx.reset_after = args, buffers, reset_after  # pointers into buffers
+        ctx.save_for_backward(weight_hh, hs)  # hs: so that autograd catches in-place changes of out
+        return out, hs[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, d_hn):
+        weight_hh, hs = ctx.saved_tensors
+        args, buffers, reset_after = ctx.args, ctx.buffers, ctx.reset_after
+        mask, gain = buffers["keep"], buffers["gain"]
+        T, B, H = hs.shape  # time, batch, hidden
+        G = 3 * H
+        lib, op, dtype = _cpu_kernels.load(), _gemm_for(hs), _cpu_kernels.suffix(hs.dtype)
+        d_out = (d_out if mask is None else d_out * mask.unsqueeze(-1).to(d_out.dtype)).contiguous()
+        grads = dict(
+            d_out=d_out, dh=(d_hn + d_out[T - 1]).contiguous(), carry=hs.new_empty(B, H),
+            dG=hs.new_empty(T, B, G), scratch=hs.new_empty(H),
+            dGh=hs.new_empty(T, B, G) if reset_after else None,  # of W_hh h_tm1 + b_hh (normalised)
+            dZ=None if reset_after and gain is None else hs.new_empty(T, B, G if reset_after else 2 * H),
+            dZn=None if reset_after else hs.new_empty(T, B, H),  # of W_n (r * h_tm1)
+            drh=None if reset_after else hs.new_empty(B, H),  # of r * h_tm1
+        )
+        for name, tensor in grads.items():
+            setattr(args, name, _cpu_kernels.pointer(tensor))
+        ref, dh, carry = ctypes.byref(args), grads["dh"], grads["carry"]
+        h_prev = _prev_states(buffers["h0"], hs)  # (T, B, H)
+        need = ctx.needs_input_grad
+        dG = grads["dG"]
+        d_w = d_b = d_gain = None
+        if reset_after:
+            step = getattr(lib, "gru_backward_" + dtype)
+            dGh = grads["dGh"]
+            dZ = dGh if gain is None else grads["dZ"]
+            dZ_t, w_t = dZ.unbind(0), weight_hh.t().contiguous()  # w_t: (H, 3H)
+            for t in range(T - 1, -1, -1):
+                step(ref, t)  # dG_t, dGh_t, dZ_t, carry = d_out[t-1] + dh * z
+                _addmm_t(op, carry, dZ_t[t], w_t, out=dh)  # dh_tm1 = carry + dZ_t @ W_hh
+            if need[2]:
+                d_w = _weight_grad(op, dZ.view(-1, G), h_prev.view(-1, H))
+            if buffers["bias"] is not None and need[3]:
+                d_b = dGh.sum((0, 1))
+            if gain is not None and need[4]:
+                d_gain = (dGh * buffers["zp"]).sum((0, 1))  # zp holds the normalised products
+        else:
+            step_b, step_c = getattr(lib, "gru_backward_b_" + dtype), getattr(lib, "gru_backward_c_" + dtype)
+            dZ, dZn, drh = grads["dZ"], grads["dZn"], grads["drh"]
+            dZ_t, dZn_t = dZ.unbind(0), dZn.unbind(0)
+            w_rz_t, w_n_t = weight_hh[: 2 * H].t().contiguous(), weight_hh[2 * H :].t().contiguous()  # (H, 2H), (H, H)
+            for t in range(T - 1, -1, -1):
+                step_b(ref, t)  # dG_z, dG_n, dZn_t
+                _mm_t_into(op, dZn_t[t], w_n_t, out=drh)  # d(r * h_tm1) = dZn_t @ W_n
+                step_c(ref, t)  # dG_r, dZ_t, carry = d_out[t-1] + dh * z + drh * r
+                _addmm_t(op, carry, dZ_t[t], w_rz_t, out=dh)  # dh_tm1 = carry + dZ_t @ W_rz
+            if need[2]:
+                d_w = torch.cat([_weight_grad(op, dZ.view(-1, 2 * H), h_prev.view(-1, H)),
+                                 _weight_grad(op, dZn.view(-1, H), buffers["rh"].view(-1, H))])  # (3H, H)
+            if gain is not None and need[4]:
+                d_gain = torch.cat([(dG[:, :, : 2 * H] * buffers["zp"]).sum((0, 1)),
+                                    (dG[:, :, 2 * H :] * buffers["zn"]).sum((0, 1))])
+        return dG, dh.clone(), d_w, d_b, d_gain, None, None
