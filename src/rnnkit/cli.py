@@ -18,6 +18,10 @@ __all__ = ["main"]
 # Commands that live in rnnkit.commands: name -> (module, help). Each module has
 # ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
 _COMMANDS: dict[str, tuple[str, str]] = {
+    "inspect": ("rnnkit.commands.inspect", "gates and states of a charlm run over a text, as an HTML report"),
+    "bench": ("rnnkit.commands.bench", "speed of rnnkit's layers against torch.nn, as one table"),
+    "experiment": ("rnnkit.commands.experiment", "experiments over cells and lengths: rnnkit experiment memory ..."),
+    "export": ("rnnkit.commands.export", "write a trained run's model as an ONNX file (dynamic batch and time)"),
 }
 
 
