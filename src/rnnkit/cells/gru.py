@@ -112,8 +112,12 @@ def gru_project(p, x: Tensor) -> Tensor:
     return gx if bias is None else gx + bias
 
 
-def gru_step(p, gx_t: Tensor, h_tm1: Tensor):
-    """One step from the projected input gx_t (B, 3H): returns h (B, H), h."""
+def gru_step(p, gx_t: Tensor, h_tm1: Tensor, gates: dict | None = None):
+    """One step from the projected input gx_t (B, 3H): returns h (B, H), h.
+
+    ``gates``: a dict to receive this step's activations (``reset``, ``update``,
+    ``candidate``, ``hidden``; each (B, H)), for the inspector; None keeps nothing.
+    """
     H = h_tm1.shape[-1]
     x_r, x_z, x_n = gx_t.chunk(3, -1)  # each (B, H)
     if p.reset_after:
@@ -138,6 +142,8 @@ def gru_step(p, gx_t: Tensor, h_tm1: Tensor):
             gh_n = _gate_norm(gh_n, p.layer_norm_hh[2 * H :], 1)
         n = torch.tanh(x_n + gh_n)
     h = n + z * (h_tm1 - n)  # = (1 - z) * n + z * h_tm1
+    if gates is not None:
+        gates.update(reset=r, update=z, candidate=n, hidden=h)
     return h, h
 
 

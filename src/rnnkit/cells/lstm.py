@@ -126,28 +126,37 @@ def lstm_project(p, x: Tensor) -> Tensor:
     return gx if p.bias_ih is None else gx + (p.bias_ih + p.bias_hh)
 
 
-def lstm_step(p, gx_t: Tensor, state_tm1: tuple[Tensor, Tensor]):
-    """One step from the projected input gx_t (B, 4H): returns h (B, P|H), (h, c)."""
+def lstm_step(p, gx_t: Tensor, state_tm1: tuple[Tensor, Tensor], gates: dict | None = None):
+    """One step from the projected input gx_t (B, 4H): returns h (B, P|H), (h, c).
+
+    ``gates``: a dict to receive this step's activations (``input``, ``forget``, ``candidate``,
+    ``output``, ``cell``, ``hidden``; each (B, H)), for the inspector; None (the default) keeps
+    nothing.
+    """
     h_tm1, c_tm1 = state_tm1
     if p.layer_norm_hh is None:
-        gates = torch.addmm(gx_t, h_tm1, p.weight_hh.t())  # (B, 4H)
+        z = torch.addmm(gx_t, h_tm1, p.weight_hh.t())  # (B, 4H)
     else:
-        gates = gx_t + _gate_norm(F.linear(h_tm1, p.weight_hh), p.layer_norm_hh, 4)
-    i, f, g, o = gates.chunk(4, -1)  # each (B, H)
+        z = gx_t + _gate_norm(F.linear(h_tm1, p.weight_hh), p.layer_norm_hh, 4)
+    i, f, g, o = z.chunk(4, -1)  # each (B, H)
     if p.weight_peephole is not None:
         p_i, p_f, p_o = p.weight_peephole.chunk(3)
         i = i + p_i * c_tm1
         f = f + p_f * c_tm1
-    c = torch.sigmoid(f) * c_tm1 + torch.sigmoid(i) * torch.tanh(g)  # forget, learn, remember
+    i, f, g = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g)  # learn, forget, new memory
+    c = f * c_tm1 + i * g  # remember
     if p.weight_peephole is not None:
         o = o + p_o * c
+    o = torch.sigmoid(o)  # use
     if p.layer_norm_c_weight is not None:
         c_out = F.layer_norm(c, c.shape[-1:], p.layer_norm_c_weight, p.layer_norm_c_bias)
     else:
         c_out = c
-    h = torch.sigmoid(o) * torch.tanh(c_out)  # use gate
+    h = o * torch.tanh(c_out)
     if p.weight_hr is not None:
         h = F.linear(h, p.weight_hr)  # (B, P)
+    if gates is not None:
+        gates.update(input=i, forget=f, candidate=g, output=o, cell=c, hidden=h)
     return h, (h, c)
 
 

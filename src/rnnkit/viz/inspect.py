@@ -43,13 +43,11 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from ..cells.base import _gate_norm
-from ..cells.gru import gru_project
-from ..cells.lstm import lstm_project
+from ..cells.gru import gru_project, gru_step
+from ..cells.lstm import lstm_project, lstm_step
 from ..cells.rnn import _NONLINEARITIES, rnn_project
 from ..layers._boundary import unpack_input
 from ..layers.native import GRU, LSTM, RNN
@@ -231,67 +229,25 @@ def _weights(module, layer: int, direction: int) -> _Weights:
 
 
 def _lstm_steps(p, x: Tensor, state0, mask: Tensor | None) -> dict[str, Tensor]:
-    """LSTMCell's equations, one step at a time, keeping every gate (see rnnkit.cells.LSTMCell)."""
-    h_tm1, c_tm1 = state0  # (B, P|H), (B, H)
-    gx = lstm_project(p, x)  # (T, B, 4H): W_x x + b, layer-normed per gate when asked
-    names = GATES["lstm"]
-    out = {n: [] for n in names}
-    for t in range(x.shape[0]):
-        if p.layer_norm_hh is None:
-            gates = gx[t] + h_tm1 @ p.weight_hh.t()  # (B, 4H)
-        else:
-            gates = gx[t] + _gate_norm(F.linear(h_tm1, p.weight_hh), p.layer_norm_hh, 4)
-        i, f, g, o = gates.chunk(4, -1)  # each (B, H)
-        if p.weight_peephole is not None:
-            p_i, p_f, p_o = p.weight_peephole.chunk(3)
-            i, f = i + p_i * c_tm1, f + p_f * c_tm1
-        i, f, g = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g)  # learn, forget, new memory
-        c = f * c_tm1 + i * g  # remember
-        if p.weight_peephole is not None:
-            o = o + p_o * c
-        o = torch.sigmoid(o)  # use
-        c_out = c if p.layer_norm_c_weight is None else F.layer_norm(c, c.shape[-1:], p.layer_norm_c_weight, p.layer_norm_c_bias)
-        h = o * torch.tanh(c_out)
-        if p.weight_hr is not None:
-            h = F.linear(h, p.weight_hr)  # (B, P)
-        h_tm1, c_tm1 = _keep(mask, t, (h, c), (h_tm1, c_tm1))
-        for n, v in zip(names, (i, f, g, o, c, h)):
-            out[n].append(v)
-    return _stack(out, mask)
+    """LSTMCell's own step (rnnkit.cells.lstm.lstm_step), one step at a time, keeping every gate."""
+    return _cell_steps(lambda gx_t, state, gates: lstm_step(p, gx_t, state, gates)[1],
+                       lstm_project(p, x), tuple(state0), GATES["lstm"], mask)
 
 
 def _gru_steps(p, x: Tensor, state0, mask: Tensor | None) -> dict[str, Tensor]:
-    """GRUCell's equations (both reset placements), one step at a time, keeping every gate."""
-    (h_tm1,) = state0  # (B, H)
-    H = h_tm1.shape[-1]
-    gx = gru_project(p, x)  # (T, B, 3H)
-    names = GATES["gru"]
+    """GRUCell's own step (both reset placements), one step at a time, keeping every gate."""
+    return _cell_steps(lambda gx_t, state, gates: (gru_step(p, gx_t, state[0], gates)[1],),
+                       gru_project(p, x), tuple(state0), GATES["gru"], mask)
+
+
+def _cell_steps(step, gx: Tensor, state: tuple, names: tuple[str, ...], mask: Tensor | None) -> dict[str, Tensor]:
+    """Run ``step(gx_t, state, gates) -> state`` over gx (T, B, nH), collecting the gates."""
     out = {n: [] for n in names}
-    for t in range(x.shape[0]):
-        x_r, x_z, x_n = gx[t].chunk(3, -1)  # each (B, H)
-        if p.reset_after:
-            gh = F.linear(h_tm1, p.weight_hh)  # (B, 3H)
-            if p.layer_norm_hh is not None:
-                gh = _gate_norm(gh, p.layer_norm_hh, 3)
-            if p.bias_hh is not None:
-                gh = gh + p.bias_hh
-            h_r, h_z, h_n = gh.chunk(3, -1)
-            r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-            n = torch.tanh(x_n + r * h_n)
-        else:  # Cho et al.: reset before the recurrent product (all of b_hh is inside gx)
-            gh = F.linear(h_tm1, p.weight_hh[: 2 * H])  # (B, 2H)
-            if p.layer_norm_hh is not None:
-                gh = _gate_norm(gh, p.layer_norm_hh[: 2 * H], 2)
-            h_r, h_z = gh.chunk(2, -1)
-            r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-            gh_n = F.linear(r * h_tm1, p.weight_hh[2 * H :])  # (B, H)
-            if p.layer_norm_hh is not None:
-                gh_n = _gate_norm(gh_n, p.layer_norm_hh[2 * H :], 1)
-            n = torch.tanh(x_n + gh_n)
-        h = (1 - z) * n + z * h_tm1
-        (h_tm1,) = _keep(mask, t, (h,), (h_tm1,))
-        for name, v in zip(names, (r, z, n, h)):
-            out[name].append(v)
+    for t in range(gx.shape[0]):
+        gates: dict[str, Tensor] = {}
+        state = _keep(mask, t, step(gx[t], state, gates), state)
+        for n in names:
+            out[n].append(gates[n])
     return _stack(out, mask)
 
 
