@@ -10,6 +10,9 @@ the same weights and the same sampler (softmax, multinomial with a seeded genera
   default), and the same with oneDNN switched off per call (rnnkit's sampler before Stream);
 - ``nn.LSTMCell loop``: two ``torch.nn.LSTMCell`` stepped by hand.
 
+The contestants are ``rnnkit.bench``'s (the ones ``rnnkit bench`` times); this script adds the
+oneDNN-off variant, the memory check and ``--compare-run``.
+
 Contestants run in rounds, in an order that alternates between rounds, each one continuing
 its own text (set-up costs are outside the timing); the table gives each one's median and
 best characters/s over the rounds and the stream's ratio to it (on a shared machine the best
@@ -25,7 +28,6 @@ characters and the process's peak and current resident memory are read after 1,0
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import resource
 import statistics
@@ -34,80 +36,29 @@ import tracemalloc
 import warnings
 
 import torch
-from torch import nn
 
-from rnnkit.models import LanguageModel, LanguageModelConfig, sample
-
-
-def draw(logits: torch.Tensor, gen: torch.Generator, temperature: float = 1.0) -> int:
-    """The sampler every contestant shares (``rnnkit.models.sample``'s, top_k = 0)."""
-    return int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen))
+from rnnkit.bench import draw, gen_cells, gen_stream, gen_torch_lstm, rate, take
+from rnnkit.bench import streaming_models as make_models
+from rnnkit.models import sample
 
 
-def make_models(vocab: int, embedding: int, hidden: int, layers: int):
-    torch.manual_seed(0)
-    lm = LanguageModel(LanguageModelConfig(vocab_size=vocab, embedding_dim=embedding, hidden_size=hidden,
-                                           num_layers=layers)).eval()
-    with torch.no_grad():
-        lm.head.weight.mul_(4.0)  # a peakier distribution, as a trained model's
-    lstm = lm.rnn.to_torch().eval()  # torch.nn.LSTM with the same weights (batch_first)
-    cells = []
-    for k in range(layers):
-        cell = nn.LSTMCell(embedding if k == 0 else hidden, hidden)
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            getattr(cell, name).data.copy_(getattr(lstm, f"{name}_l{k}").data)
-        cells.append(cell.eval())
-    return lm, lstm, cells
-
-
-def gen_stream(lm, seed: int):
-    """rnnkit's sampler: ``LanguageModelStream`` over ``rnnkit.Stream`` (what ``rnnkit generate`` runs)."""
-    return sample(lm, [1], 10**9, generator=torch.Generator().manual_seed(seed))
-
-
-def gen_torch_lstm(lm, lstm, seed: int, onednn: bool = True):
-    """torch.nn.LSTM called once per character."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.inference_mode(), warnings.catch_warnings():
+@torch.no_grad()
+def _old_call(model, ids: list[list[int]], state):
+    """One call of the whole model, oneDNN off (not across a yield: the modes would leak)."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # mkldnn.flags warns about TF32 on every switch
-        out, state = lstm(lm.embedding(torch.tensor([[1]])))  # (1, 1, H)
-        while True:
-            nxt = draw(lm.head(out[0, -1]), gen)
-            yield nxt
-            ids = torch.tensor([[nxt]])
-            if onednn:
-                out, state = lstm(lm.embedding(ids), state)
-            else:
-                with torch.backends.mkldnn.flags(enabled=False):
-                    out, state = lstm(lm.embedding(ids), state)
-
-
-def gen_cells(lm, cells, seed: int):
-    """A loop over torch.nn.LSTMCell, one cell per layer."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.inference_mode():
-        H = cells[0].hidden_size
-        states = [(torch.zeros(1, H), torch.zeros(1, H)) for _ in cells]
-        nxt = 1
-        while True:
-            x = lm.embedding(torch.tensor([nxt]))  # (1, E)
-            for k, cell in enumerate(cells):
-                states[k] = cell(x, states[k])
-                x = states[k][0]
-            nxt = draw(lm.head(x[0]), gen)
-            yield nxt
+        with torch.backends.mkldnn.flags(enabled=False):
+            return model(torch.tensor(ids), state)
 
 
 def old_sample(model, prime: list[int], n: int, temperature: float, gen: torch.Generator):
     """rnnkit's sampler before Stream: the whole model called once per character, oneDNN off."""
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+    with torch.no_grad():
         logits, state = model(torch.tensor([prime]))
-        for _ in range(n):
-            nxt = draw(logits[0, -1], gen, temperature)
-            yield nxt
-            with torch.backends.mkldnn.flags(enabled=False):
-                logits, state = model(torch.tensor([[nxt]]), state)
+    for _ in range(n):
+        nxt = draw(logits[0, -1], gen, temperature)
+        yield nxt
+        logits, state = _old_call(model, [[nxt]], state)
 
 
 def compare_run(run_dir: str, n: int, prime_text: str = "ROMEO:\n", temperature: float = 0.8) -> None:
@@ -126,16 +77,6 @@ def compare_run(run_dir: str, n: int, prime_text: str = "ROMEO:\n", temperature:
         diff = next((k for k, (a, b) in enumerate(zip(old, new)) if a != b), None)
         print(f"seed {seed}: identical {old == new} (first difference: {diff}); old path {n / (middle - start):,.0f} "
               f"chars/s, stream {n / (end - middle):,.0f} chars/s")
-
-
-def take(gen, n: int) -> list[int]:
-    return list(itertools.islice(gen, n))
-
-
-def rate(gen, n: int) -> float:
-    start = time.perf_counter()
-    take(gen, n)
-    return n / (time.perf_counter() - start)
 
 
 def rss_now_mib() -> float:

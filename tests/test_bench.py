@@ -1,4 +1,5 @@
-"""`rnnkit bench` and rnnkit.bench: the table has every row, consistent ratios and targets.
+"""`rnnkit bench` and rnnkit.bench: the table has every row, consistent ratios and targets;
+the streaming contestants write the same text and leave the caller's autograd mode alone.
 
 Tiny shapes and one repeat: these tests check the table, never the timings.
 """
@@ -10,6 +11,8 @@ from rnnkit.cli import main
 from rnnkit.commands.bench import _timing_row
 
 TINY = "5x2x4,3x1x2"
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                reason="CUDA is not available"))]
 
 
 def _table(text: str) -> list[dict]:
@@ -25,10 +28,16 @@ def _table(text: str) -> list[dict]:
     return rows
 
 
-def test_bench_command_prints_every_row(capsys):
+@pytest.mark.parametrize("device", DEVICES)
+def test_bench_command_prints_every_row(device, capsys):
     assert main(["bench", "--shapes", TINY, "--repeats", "1", "--warmup", "0", "--threads", "1",
-                 "--stream-steps", "3"]) == 0
-    rows = _table(capsys.readouterr().out)
+                 "--stream-steps", "3", "--device", device]) == 0
+    out = capsys.readouterr().out
+    (device_line,) = [line for line in out.splitlines() if line.startswith("device: ")]
+    assert device_line.startswith(f"device: {device}")
+    if device == "cuda":
+        assert torch.cuda.get_device_name() in device_line
+    rows = _table(out)
     names = [c.name for c in bench.standard_cases() + bench.variant_cases()]
     timed = [r for r in rows if r["unit"] == "ms"]
     assert [(r["benchmark"].replace(" (noisy)", ""), r["shape (T,B,H)"]) for r in timed] == [
@@ -49,8 +58,8 @@ def test_bench_command_prints_every_row(capsys):
         assert peak > 0 and achieved >= 0
         assert float(r["ratio"]) == pytest.approx(achieved / peak, abs=0.01)
     streaming = [r for r in rows if r["unit"] == "chars/s"]
-    assert [(r["reference"].rsplit(" ", 1)[0], r["target"]) for r in streaming] == [
-        ("torch.nn.LSTM per step", ">= 10.00"), ("nn.LSTMCell loop", ">= 1.50")]
+    expected = [("torch.nn.LSTM per step", ">= 10.00"), ("nn.LSTMCell loop", ">= 1.50")]
+    assert [(r["reference"].rsplit(" ", 1)[0], r["target"]) for r in streaming] == (expected if device == "cpu" else [])
     for r in streaming:
         ratio = float(r["ratio"])
         assert ratio == pytest.approx(float(r["rnnkit"]) / float(r["reference"].split()[-1]), rel=0.05, abs=0.01)
@@ -70,6 +79,7 @@ def _tags(name: str) -> list[str]:
     (["--repeats", "0"], "--repeats"),
     (["--threads", "-1"], "--threads"),
     (["--stream-steps", "-2"], "--stream-steps"),
+    (["--device", "gpu"], "--device"),
 ])
 def test_bench_command_bad_arguments(args, expected, capsys):
     assert main(["bench", *args]) == 2
@@ -115,3 +125,55 @@ def test_parse_shapes():
     assert bench.parse_shapes("100x64x256, 2X3X4") == [(100, 64, 256), (2, 3, 4)]
     with pytest.raises(ValueError, match="got 'axbxc'"):
         bench.parse_shapes("axbxc")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
+def test_bench_command_cuda_without_cuda(capsys):
+    assert main(["bench", "--device", "cuda", "--shapes", "2x1x2"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "cuda" in lines[0] and "torch.cuda.is_available() is False" in lines[0]
+    assert captured.out == ""
+
+
+def test_resolve_device_and_targets_per_device():
+    assert bench.resolve_device("cpu") == torch.device("cpu")
+    assert bench.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="got 'tpu'"):
+        bench.resolve_device("tpu")
+    standard, variant = bench.standard_cases()[0], bench.variant_cases()[0]
+    for shape in bench.CUDA_SHAPES:  # on CUDA: the standard rows only
+        assert bench.target_for(standard, shape, "cuda") == 1.05
+        assert bench.target_for(variant, shape, "cuda") is None
+    assert bench.target_for(variant, (100, 64, 256), "cpu") == 1.25
+    assert bench.device_name("cpu") == "CPU"
+
+
+def _modes():
+    return torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+
+def test_streaming_contestants_write_the_same_text_and_leak_no_mode():
+    lm, lstm, cells = bench.streaming_models(vocab=11, embedding=5, hidden=6, layers=2)
+    gens = [bench.gen_stream(lm, 7), bench.gen_torch_lstm(lm, lstm, 7), bench.gen_torch_lstm(lm, lstm, 7, onednn=False),
+            bench.gen_cells(lm, cells, 7)]
+    before = _modes()
+    assert before == (True, False)
+    texts = []
+    for gen in gens:  # interleaved, as the benchmark runs them: every one suspended mid-text
+        texts.append(bench.take(gen, 5))
+        assert _modes() == before
+    for gen, text in zip(gens, texts):
+        text.extend(bench.take(gen, 25))
+        assert _modes() == before
+    assert texts[0] == texts[1] == texts[2] == texts[3]  # the same weights and sampler: the same text
+    assert len(set(texts[0])) > 1  # and a text, not one character repeated
+    x = torch.ones(2, requires_grad=True)
+    assert (x * 2).requires_grad  # autograd still records for the caller
+
+
+def test_streaming_rates_times_every_contestant():
+    rates = bench.streaming_rates(steps=4, slow_steps=2, rounds=2, hidden=6, layers=1, vocab=7, embedding=3)
+    assert set(rates) == {"stream", *bench.STREAMING_TARGETS}
+    assert all(r > 0 for r in rates.values())
+    assert _modes() == (True, False)

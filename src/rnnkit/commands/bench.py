@@ -9,9 +9,16 @@ Rows (training steps: forward + backward, medians, sides alternating; see ``rnnk
 - the LSTM training step's achieved matrix-product FLOP rate (``bench.lstm_training_flops``
   over the median time of the "LSTM" row) as a fraction of a large matrix product's peak
   rate, measured before and after the timings (the faster counts);
-- streaming generation (characters/s, ``rnnkit.Stream``) against torch.nn.LSTM called once
-  per character and a loop over nn.LSTMCell, targets 10 and 1.5: the contestants of
-  ``benchmarks/streaming.py`` (so only from a source tree).
+- streaming generation (characters/s, ``rnnkit.Stream``, batch 1 on the CPU) against
+  torch.nn.LSTM called once per character and a loop over nn.LSTMCell, targets 10 and 1.5
+  (``rnnkit.bench.streaming_rates``; the contestants of ``benchmarks/streaming.py``).
+
+``--device auto|cpu|cuda`` (auto: cuda when ``torch.cuda.is_available()``). On CUDA, layers
+and inputs are on the GPU, timed regions are bracketed by ``torch.cuda.synchronize()``, the
+default shapes are (100, B, 256) for B = 1, 8, 64 (``bench.CUDA_SHAPES``), torch.nn runs on
+cuDNN, only the standard rows have a target (1.05: the same cuDNN kernel on both sides), the
+peak is torch.mm's on the GPU, and there are no streaming rows (batch-1 streaming is a CPU job).
+The header names the device (the GPU's name, or the CPU model).
 
 The table is Markdown: `| benchmark | shape (T,B,H) | unit | rnnkit | reference | ratio |
 target | met |`; "met" is yes/no where a target applies; targets say which way they point.
@@ -37,8 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=None, metavar="N",
                         help="untimed repeats first (overrides --quick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
+                        help="where the layers run: auto (cuda if available, else cpu), cpu or cuda")
     parser.add_argument("--stream-steps", type=int, default=None, metavar="N",
-                        help="characters per streaming round (default 2000, --quick 300; 0: no streaming rows)")
+                        help="characters per streaming round (default 2000, --quick 300; 0: no streaming rows; "
+                             "CPU only)")
 
 
 def _check_args(args) -> None:
@@ -50,6 +60,8 @@ def _check_args(args) -> None:
         value = getattr(args, name)
         if value is not None and value < 0:
             raise ValueError(f"bench: --{name.replace('_', '-')} must be an integer >= 0, got {value}")
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"bench: --device must be auto, cpu or cuda, got {args.device!r}")
 
 
 def _machine() -> str:
@@ -92,7 +104,9 @@ def run(args) -> int:
     from .. import bench
 
     _check_args(args)
-    shapes = bench.parse_shapes(args.shapes) if args.shapes else bench.DEFAULT_SHAPES
+    device = bench.resolve_device(args.device)
+    default_shapes = bench.CUDA_SHAPES if device.type == "cuda" else bench.DEFAULT_SHAPES
+    shapes = bench.parse_shapes(args.shapes) if args.shapes else default_shapes
     repeats = args.repeats or (3 if args.quick else 7)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     if args.threads is not None:
@@ -102,39 +116,41 @@ def run(args) -> int:
     print(f"rnnkit bench, {datetime.datetime.now().isoformat(timespec='seconds')}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"machine: {_machine()}")
+    if device.type == "cuda":
+        print(f"device: cuda, {bench.device_name(device)} (CUDA {torch.version.cuda}, "
+              f"cuDNN {torch.backends.cudnn.version()}); torch.nn runs on cuDNN")
+    else:
+        print("device: cpu (the machine above); torch.nn runs on oneDNN")
     print(f"training steps (forward + backward), median of {repeats} after {warmup} warm-up, sides alternating; "
           "ratio = rnnkit / reference (time), achieved / peak (FLOP rate)\n")
-    peak = bench.matmul_gflops()  # again after the timings: the faster of the two counts
+    peak = bench.matmul_gflops(device=device)  # again after the timings: the faster of the two counts
     _print_row(_COLUMNS)
     _print_row(["---"] * len(_COLUMNS))
     lstm_ms = {}
     for shape in shapes:
         for case in bench.standard_cases() + bench.variant_cases():
-            row = bench.measure(case, shape, repeats, warmup, gen)
+            row = bench.measure(case, shape, repeats, warmup, gen, device=device)
             _print_row(_timing_row(row))
             if case.name == "LSTM":
                 lstm_ms[shape] = row["rnnkit_ms"]
-    peak = max(peak, bench.matmul_gflops())
+    peak = max(peak, bench.matmul_gflops(device=device))
     for shape, ms in lstm_ms.items():
         T, B, H = shape
         achieved = bench.lstm_training_flops(T, B, H, H) / (ms / 1e3) / 1e9
         _print_row(["LSTM training FLOP rate", "({}, {}, {})".format(*shape), "GFLOP/s", f"{achieved:.1f}",
                     f"1024^3 matmul {peak:.1f}", f"{achieved / peak:.2f}", "", ""])
-    if args.stream_steps != 0:
+    if args.stream_steps != 0 and device.type == "cpu":
         for row in _streaming_rows(args):
             _print_row(row)
     return 0
 
 
 def _streaming_rows(args) -> list[list]:
-    """Streaming generation rows, from ``benchmarks/streaming.py``'s contestants."""
+    """Streaming generation rows (``rnnkit.bench.streaming_rates``: the CPU, batch 1)."""
     from .. import bench
 
     steps = args.stream_steps or (300 if args.quick else 2000)
     rates = bench.streaming_rates(steps, max(steps // 7, 2), 1 if args.quick else 3)
-    if rates is None:
-        return [["streaming generation: benchmarks/streaming.py not found (not a source tree)", "", "", "", "", "", "",
-                 ""]]
     rows = []
     for reference, target in bench.STREAMING_TARGETS.items():
         ratio = rates["stream"] / rates[reference]
