@@ -212,3 +212,13 @@ def test_language_model_stream_on_device():
     first = stream.read(ids[:, :1])  # (B, V) after the first step
     steps = [first] + [stream.step(ids[:, t]) for t in range(1, 7)]
     torch.testing.assert_close(torch.stack(steps, 1), logits, atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_from_a_model_on_the_device_draws_what_the_cpu_model_draws():
+    from rnnkit.models import LanguageModel, LanguageModelConfig, sample
+
+    torch.manual_seed(0)
+    cpu = LanguageModel(LanguageModelConfig(vocab_size=9, embedding_dim=4, hidden_size=6, num_layers=2)).double()
+    dev = copy.deepcopy(cpu).to(DEVICE)
+    draw = [list(sample(m, [1, 2, 3], 20, generator=torch.Generator().manual_seed(5))) for m in (cpu, dev)]
+    assert draw[0] == draw[1]

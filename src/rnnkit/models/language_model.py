@@ -117,16 +117,18 @@ def sample(model: LanguageModel, prime: list[int], length: int, temperature: flo
     if not prime:
         raise ValueError("sample: prime must hold at least one id")
     model.eval()
+    device = next(model.parameters()).device
     stream = model.stream()
-    last = stream.read(torch.tensor([prime]))[0]  # (V,)
-    nxt_t = torch.zeros(1, dtype=torch.long)
+    last = stream.read(torch.tensor([prime], device=device))[0]  # (V,)
+    nxt_t = torch.zeros(1, dtype=torch.long, device=device)
     for _ in range(length):
         with torch.inference_mode():
             scores = last / temperature
             if top_k:
                 kth = torch.topk(scores, min(top_k, scores.numel())).values[-1]
                 scores = scores.masked_fill(scores < kth, float("-inf"))
-            nxt = int(torch.multinomial(torch.softmax(scores, -1), 1, generator=generator))
+            # drawn on the CPU, where the (CPU) generator lives; a no-op for a CPU model
+            nxt = int(torch.multinomial(torch.softmax(scores, -1).cpu(), 1, generator=generator))
         yield nxt
         nxt_t[0] = nxt
         last = stream.step(nxt_t)[0]
