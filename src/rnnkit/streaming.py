@@ -256,7 +256,20 @@ class _LSTMStep:
             self.c.copy_(state[1])
 
 
-class _GRUStep:
+class _HiddenState:
+    """The state of a step that carries only h (GRU, Elman RNN): a view into the shared buffer."""
+
+    def get_state(self):
+        return self.h
+
+    def set_state(self, state) -> None:
+        if state is None:
+            self.h.zero_()
+        else:
+            self.h.copy_(state)
+
+
+class _GRUStep(_HiddenState):
     """GRU, both forms. reset_after=True: gi = x W_ih^T + b_ih and gh = h W_hh^T + b_hh (two
     addmm; the candidate needs W_hn h apart). reset_after=False: r, z from one addmm on [x | h];
     the candidate from x W_in^T and (r * h) W_hn^T."""
@@ -301,17 +314,9 @@ class _GRUStep:
             self.n.addmm_(self.rh, self.W_hn_t).tanh_()  # n = tanh(x_n + W_hn (r * h) + b_n)
         torch.lerp(self.n, h, self.z, out=h)  # h = n + z * (h_tm1 - n)
 
-    def get_state(self):
-        return self.h
-
-    def set_state(self, state) -> None:
-        if state is None:
-            self.h.zero_()
-        else:
-            self.h.copy_(state)
 
 
-class _RNNStep:
+class _RNNStep(_HiddenState):
     """Elman RNN: s = f([x | s_tm1] @ [U | W]^T + b), one addmm."""
 
     def __init__(self, w: dict, B: int, nonlinearity: str) -> None:
@@ -330,15 +335,6 @@ class _RNNStep:
             torch.clamp(self.pre, min=0, out=self.h)
         else:
             torch.tanh(self.pre, out=self.h)
-
-    def get_state(self):
-        return self.h
-
-    def set_state(self, state) -> None:
-        if state is None:
-            self.h.zero_()
-        else:
-            self.h.copy_(state)
 
 
 class _CellStep:

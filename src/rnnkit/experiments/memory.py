@@ -227,6 +227,8 @@ def plot_learning_curves(results: dict, path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..viz.plots import save_figure
+
     cfg = results["config"]
     lengths = cfg["lengths"]
     fig, axes = plt.subplots(1, len(lengths), figsize=(4.5 * len(lengths), 3.8), squeeze=False)
@@ -249,11 +251,7 @@ def plot_learning_curves(results: dict, path: str | Path) -> None:
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_flows(results: dict, path: Path) -> None:
@@ -262,6 +260,8 @@ def _plot_flows(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ..viz.plots import save_figure
 
     cfg = results["config"]
     lengths = cfg["lengths"]
@@ -277,6 +277,4 @@ def _plot_flows(results: dict, path: Path) -> None:
         ax.set_ylabel("mean ||d loss / d h_t||")
         ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, Path(path))

@@ -46,6 +46,7 @@ from ..data.datasets.series import Series, load_series, read_csv_series
 from ..models.forecaster import Forecaster, ForecasterConfig
 from ..models.recurrent import CELLS
 from ..training.trainer import StepOutput
+from ..viz.plots import save_figure
 from .base import Task, TensorData, register
 
 __all__ = [
@@ -670,12 +671,7 @@ def plot_forecast(path: str | os.PathLike, y: np.ndarray, origins: np.ndarray, f
     axes[2].set_title(f"error of the forecasts {H} step{'s' if H > 1 else ''} ahead")
     for ax in axes:
         ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _x_axis(dates: list[str] | None, n: int) -> np.ndarray:

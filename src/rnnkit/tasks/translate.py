@@ -48,6 +48,7 @@ from ..data.datasets.numbers import (ParallelText, number_pairs, parse_int_list,
                                      split_numbers)
 from ..models.seq2seq import ATTENTIONS, Seq2Seq, Seq2SeqConfig, beam_search, greedy_decode
 from ..training.trainer import StepOutput
+from ..viz.plots import save_figure
 from .base import Task, TensorData, register
 
 __all__ = ["TranslateTask", "TranslateOptions", "translation_tokenize", "translation_detokenize",
@@ -404,9 +405,4 @@ def plot_attention(run, source: str, path: str | Path) -> Path:
     ax.set_xlabel("source token")
     ax.set_ylabel("target token")
     ax.set_title(f"{source}\n-> {translation_detokenize(target_vocab.decode(hyp.tokens))}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

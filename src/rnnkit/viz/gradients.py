@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +40,7 @@ from torch.nn.utils.rnn import PackedSequence
 from ..layers import GRU, LSTM, RNN, Recurrent
 from ..layers._boundary import split_states, stack_states, unpack_input
 from ..layers.recurrent import run_layers
+from .plots import save_figure
 
 __all__ = ["gradient_flow", "plot_gradient_flow", "compare_cells", "last_recurrent_layer"]
 
@@ -181,11 +181,7 @@ def plot_gradient_flow(curves: dict[str, Tensor], path: str | os.PathLike, title
     ax.set_title(title or "gradient flow")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def compare_cells(cells=("rnn", "lstm", "gru"), seq_len: int = 100, hidden_size: int = 64,

@@ -5,7 +5,19 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["plot_curves"]
+__all__ = ["plot_curves", "save_figure"]
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Lay out ``fig``, write it to ``path`` (making its folder) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def plot_curves(metrics_path: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
