@@ -51,6 +51,7 @@ from ..cells.lstm import lstm_project, lstm_step
 from ..cells.rnn import _NONLINEARITIES, rnn_project
 from ..layers._boundary import unpack_input
 from ..layers.native import GRU, LSTM, RNN
+from .plots import save_figure
 
 __all__ = [
     "record", "Recording", "LayerRecord", "GATES",
@@ -569,11 +570,7 @@ def write_pngs(inspection: Inspection, out_dir, unit: int | None = None, layer: 
         _char_ticks(axes[-1, 0], text)
         axes[0, 0].set_title(f"{r.kind.upper()} {r.label}: {len(rows)} units (rows) over {T} characters"
                              + (" (tanh of the cell state)" if key == "cell" else ""))
-        fig.tight_layout()
-        path = out_dir / f"gates_l{r.layer}{'_reverse' * r.direction}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out_dir / f"gates_l{r.layer}{'_reverse' * r.direction}.png"))
     written.append(_text_png(plt, inspection, layer, unit, out_dir))
     return written
 

@@ -43,9 +43,5 @@ def plot_curves(metrics_path: str | os.PathLike, out_dir: str | os.PathLike) -> 
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out_dir / f"{name}.png"))
     return written
