@@ -1,19 +1,17 @@
 """Forward+backward speed of the LSTM/GRU variants: fused sequence vs step loop vs torch.nn.
 
 For each variant three runs share every input: the rnnkit layer on its fused whole-sequence
-path (``rnnkit.layers.fused``), the same layer with the fused path disabled (the step-by-step
-loop under autograd), and torch.nn's standard LSTM of the same size (issue 7's reference for
+path (a "sequence" backend of ``rnnkit.layers.backends``), the same layer on the reference
+step-by-step loop under autograd, and torch.nn's standard LSTM of the same size (issue 7's reference for
 every variant). The order rotates between repeats (``rnnkit.bench.measure``), so the noise
 of a shared machine hits all three alike. The table gives medians and the ratios.
 
     python benchmarks/variants.py                       # both default shapes, median of 5
     python benchmarks/variants.py --shapes 100x64x256 --repeats 9 --cases peephole
-    python benchmarks/variants.py --cases layer_norm --input-norm fused
 
-``--input-norm fused`` previews a change proposed for ``rnnkit.cells.lstm.lstm_project`` and
-``rnnkit.cells.gru.gru_project`` (``fused_input_norm_project`` below): the input side's
-per-gate layer norm, its gain and the biases as one ``rnnkit.layers.fused.gate_norm`` (one
-compiled pass forward, one backward) instead of ``_gate_norm(...) + bias`` under autograd.
+The input side's per-gate layer norm runs on the compiled kernel (``rnnkit.kernels.gate_norm``)
+in the sequence backends; it was previewed here as ``--input-norm fused`` and is now how the
+backends call the cells' ``lstm_project`` / ``gru_project``.
 """
 from __future__ import annotations
 
@@ -21,23 +19,7 @@ import argparse
 
 import torch
 
-import rnnkit
 from rnnkit import bench
-from rnnkit.layers.fused import gate_norm, linear
-
-
-def fused_input_norm_project(num_gates: int):
-    """lstm_project (num_gates=4) / gru_project (3) with the input norm as one fused.gate_norm."""
-
-    def project(p, x: torch.Tensor) -> torch.Tensor:
-        bias = p.bias_ih
-        if bias is not None and (num_gates == 4 or not p.reset_after):
-            bias = bias + p.bias_hh  # GRU reset_after keeps b_hh for the step
-        if p.layer_norm_ih is None:
-            return linear(x, p.weight_ih, bias)
-        return gate_norm(linear(x, p.weight_ih), p.layer_norm_ih, num_gates, bias)
-
-    return project
 
 
 def main(argv=None) -> None:
@@ -50,12 +32,7 @@ def main(argv=None) -> None:
                         help="only variants whose name contains one of these (comma-separated)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
     parser.add_argument("--no-loop", action="store_true", help="skip the step loop (the slowest side)")
-    parser.add_argument("--input-norm", choices=["cells", "fused"], default="cells",
-                        help="the input side's layer norm: the cells' own (default) or fused.gate_norm (proposed)")
     args = parser.parse_args(argv)
-    if args.input_norm == "fused":
-        rnnkit.LSTM._project = staticmethod(fused_input_norm_project(4))
-        rnnkit.GRU._project = staticmethod(fused_input_norm_project(3))
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -6,7 +6,7 @@ Skipped without CUDA. ``RNNKIT_TEST_DEVICE`` names the device under test (defaul
 ``RNNKIT_TEST_DEVICE=cpu pytest tests/test_cuda.py`` runs the same comparisons CPU against CPU,
 which checks the tests themselves on a machine without a GPU (and nothing about CUDA).
 
-On CUDA the variants run ``rnnkit.layers.fused``'s torch-operation path (the compiled CPU
+On CUDA the variants run the "bptt" sequence backend (torch operations) (the compiled CPU
 kernels and oneDNN are for CPU tensors only), while their CPU reference here runs the compiled
 kernels: the comparison is across both implementations.
 
@@ -21,7 +21,10 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
-from rnnkit.layers import _cpu_kernels, fused
+from rnnkit.kernels import cpu as _cpu_kernels
+from rnnkit.kernels import gemm
+from rnnkit.kernels.common import kernels_apply
+from rnnkit.layers import backends
 from rnnkit.streaming import Stream
 
 DEVICE = torch.device(os.environ.get("RNNKIT_TEST_DEVICE", "cuda"))
@@ -167,7 +170,7 @@ def test_fused_path_equals_step_loop_on_device(name, lengths):
     the device (float64: they differ only in rounding)."""
     layer = _make(name, 2, True, torch.float64).to(DEVICE)
     x, state0, weights = _inputs(layer, torch.float64)
-    with fused.disabled():
+    with backends.only():
         expected = _run(layer, x, state0, weights, lengths, DEVICE)
     _assert_same(_run(layer, x, state0, weights, lengths, DEVICE), expected, TOL[torch.float64])
 
@@ -177,10 +180,10 @@ def test_cpu_only_paths_decline_device_tensors():
     their selection functions say no (on the CPU they may say yes)."""
     x = torch.randn(3, 4, device=DEVICE)
     if DEVICE.type != "cpu":
-        assert fused._gemm_for(x) is None
+        assert gemm.gemm_for(x) is None
         assert _cpu_kernels.kernels_for(x) is None
-        assert not fused._kernels_apply(x, x)
-    assert not fused._kernels_apply(torch.randn(3, 4), torch.randn(3, 4, device="meta"))  # mixed devices
+        assert not kernels_apply(x, x)
+    assert not kernels_apply(torch.randn(3, 4), torch.randn(3, 4, device="meta"))  # mixed devices
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])

@@ -68,7 +68,7 @@ class Case:
 
 def standard_cases() -> list[Case]:
     """Standard layers (torch's kernels underneath), also 2 layers bidirectional with lengths."""
-    import rnnkit
+    from . import layers as rnnkit  # the layers under the names users write
 
     bi = dict(num_layers=2, bidirectional=True)
     return [
@@ -86,7 +86,7 @@ def standard_cases() -> list[Case]:
 
 def variant_cases() -> list[Case]:
     """The variants on rnnkit's fused path, each against torch.nn's *standard LSTM* (issue 7)."""
-    import rnnkit
+    from . import layers as rnnkit  # the layers under the names users write
 
     def lstm(h):
         return nn.LSTM(h, h)
@@ -101,7 +101,7 @@ def variant_cases() -> list[Case]:
 
 def python_engine_cases() -> list[Case]:
     """Standard configurations forced onto rnnkit's own engine, against the same torch.nn layer."""
-    import rnnkit
+    from . import layers as rnnkit  # the layers under the names users write
 
     return [
         Case("LSTM engine=python", lambda h: rnnkit.LSTM(h, h, engine="python"), lambda h: nn.LSTM(h, h),
@@ -169,13 +169,13 @@ def training_step(module: nn.Module, x: torch.Tensor, lengths: torch.Tensor | No
     """One timed forward + backward, in seconds; the loss is output.sum() + the final state's sum.
 
     With lengths (on the CPU), torch.nn is used as a user would: pack, run, unpack, all inside
-    the timing. ``fused_path=False`` runs rnnkit's variants on the step loop
-    (``fused.disabled()``). On CUDA the device is synchronised before and after (x's device).
+    the timing. ``fused_path=False`` runs rnnkit's variants on the reference step loop
+    (``backends.only("torch")``: no sequence backend). On CUDA the device is synchronised before and after (x's device).
     """
-    from .layers import fused
+    from .layers import backends
 
     module.zero_grad(set_to_none=True)
-    with nullcontext() if fused_path else fused.disabled():
+    with nullcontext() if fused_path else backends.only("torch"):
         _sync(x.device)
         start = time.perf_counter()
         if lengths is None:
@@ -248,13 +248,13 @@ def matmul_gflops(size: int = 1024, repeats: int = 10, device: torch.device | st
     oneDNN (the library torch.nn.LSTM uses on CPU), on CUDA torch.mm (with torch's TF32
     setting), on (size, size) @ (size, size), fastest of ``repeats`` (a peak: on a shared
     machine the fastest run is the least disturbed one)."""
-    from .layers import fused
+    from .kernels import gemm
 
     device = torch.device(device)
     gen = torch.Generator().manual_seed(0)
     a, b = (torch.randn(size, size, generator=gen).to(device) for _ in range(2))
     products = [lambda: torch.mm(a, b)]
-    op = fused._gemm_for(a)  # None off the CPU
+    op = gemm.gemm_for(a)  # None off the CPU
     if op is not None:
         b_t = b.t().contiguous()
         products.append(lambda: op(a, b_t, None, "none", [], ""))

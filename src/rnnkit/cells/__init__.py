@@ -1,7 +1,16 @@
-"""Recurrent cells: one time step each, run over time by ``rnnkit.Recurrent`` or the layers."""
-from .base import Cell, State
-from .gru import GRUCell
-from .lstm import LSTMCell
-from .rnn import RNNCell
+"""Recurrent cells: one time step each, run over time by ``rnnkit.Recurrent`` or the layers.
 
-__all__ = ["Cell", "State", "RNNCell", "LSTMCell", "GRUCell"]
+Each cell type's file holds its equations once (the reference step), its config dataclass and
+its table of weights; ``KINDS`` maps a config's ``cell`` name to that cell type's description.
+"""
+from .base import BoundCell, Cell, CellKind, State, Weight
+from .gru import GRU_KIND, GRU_WEIGHTS, GRUCell, GRUConfig, GRUWeights
+from .lstm import LSTM_KIND, LSTM_WEIGHTS, LSTMCell, LSTMConfig, LSTMWeights
+from .rnn import RNN_KIND, RNN_WEIGHTS, RNNCell, RNNConfig, RNNWeights
+
+KINDS = {kind.name: kind for kind in (RNN_KIND, LSTM_KIND, GRU_KIND)}
+
+__all__ = ["Cell", "State", "Weight", "CellKind", "BoundCell", "KINDS",
+           "RNNCell", "RNNConfig", "RNNWeights", "RNN_WEIGHTS", "RNN_KIND",
+           "LSTMCell", "LSTMConfig", "LSTMWeights", "LSTM_WEIGHTS", "LSTM_KIND",
+           "GRUCell", "GRUConfig", "GRUWeights", "GRU_WEIGHTS", "GRU_KIND"]

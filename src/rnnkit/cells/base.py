@@ -1,4 +1,4 @@
-"""The cell protocol: one step of a recurrent network, separate from the loop over time.
+"""The cell protocol, and what every cell declares: its configuration and its table of weights.
 
 A cell is any ``torch.nn.Module`` with
 
@@ -15,25 +15,37 @@ all time steps in one matrix product (the trick torch.nn's own CPU kernels use):
 - ``project_input(x) -> xp``: any leading dims, e.g. (T, B, I) -> (T, B, G);
 - ``step(xp_t, state_tm1) -> (h_t, state_t)`` on one projected step (B, G).
 
-and may run a whole sequence at once, with a hand-written backward (``rnnkit.layers.fused``):
+rnnkit's own cells (``RNNCell``, ``LSTMCell``, ``GRUCell``) go further: their equations are
+written once, as pure *reference* functions over a typed tuple of weights (``lstm_step(w, ...)``),
+and each cell declares
 
-- ``run_sequence(xp, state0, mask) -> (output, state)`` on the projected input (T, B, G);
-  returning None means "not for this configuration" and the engine loops ``step``.
-
-``rnnkit.Recurrent`` uses ``run_sequence``, then ``project_input``/``step``, then ``forward``.
+- a frozen dataclass ``config`` (``LSTMConfig``: sizes and flags) that says exactly which
+  equations run: the engine's fast paths (``rnnkit.layers.backends``) are chosen by it, each
+  declaring the values of every config field it supports;
+- a table of weights (``LSTM_WEIGHTS``: name, shape from the config, initialisation), the one
+  list that cells, layers, conversion, export, streaming and the inspector read;
+- ``weights()``: its parameters as that typed tuple (``LSTMWeights``).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Protocol, Union, runtime_checkable
+from typing import Callable, NamedTuple, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Cell", "State"]
+from ..checks import check_size
+
+__all__ = ["Cell", "State", "Weight", "CellKind", "BoundCell", "SIZE_FIELDS", "flags_of", "weights_tuple", "present_weights",
+           "init_weights_", "gate_norm", "uniform_", "orthogonal_blocks_", "check_sizes", "check_recurrent_init",
+           "LN_EPS"]
 
 State = Union[Tensor, tuple[Tensor, ...]]
+
+SIZE_FIELDS = ("input_size", "hidden_size")  # config fields that every backend supports at any value
+LN_EPS = 1e-5  # layer norm's epsilon, as F.layer_norm's default
 
 
 @runtime_checkable
@@ -48,50 +60,152 @@ class Cell(Protocol):
     def initial_state(self, batch_size: int, device=None, dtype=None) -> State: ...
 
 
-def _uniform_(tensor: Tensor | None, hidden_size: int) -> None:
+def flags_of(config) -> dict:
+    """The fields of a cell config that choose equations (every field but the sizes)."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in SIZE_FIELDS}
+
+
+# -- the table of weights ----------------------------------------------------------------------
+
+class Weight(NamedTuple):
+    """One row of a cell's table of weights.
+
+    ``shape(config)`` is the tensor's shape, or None when the configuration has no such weight
+    (``weight_peephole`` without peepholes). ``init`` is "uniform" (U(-1/sqrt(H), 1/sqrt(H)),
+    torch.nn's), "ones" or "zeros". ``standard``: torch.nn's layers have this weight (under the
+    same name with a ``_l{k}`` suffix), so torch.nn's initialisation draws it.
+    """
+
+    name: str
+    shape: Callable[[object], Optional[tuple]]
+    init: str
+    standard: bool
+    doc: str
+
+
+def weights_tuple(typename: str, table: Sequence[Weight]) -> type:
+    """The typed tuple of a cell's weights: one optional tensor field per row of the table.
+
+    Made with typing.NamedTuple's functional form so that TorchScript can compile the
+    reference steps that take it (the ONNX export of variant cells scripts them).
+    """
+    return NamedTuple(typename, [(w.name, Optional[Tensor]) for w in table])
+
+
+def present_weights(table: Sequence[Weight], config) -> list[tuple[str, tuple]]:
+    """(name, shape) of every weight this configuration has, in the table's order."""
+    return [(w.name, shape) for w in table if (shape := w.shape(config)) is not None]
+
+
+def init_weights_(table: Sequence[Weight], weights, hidden_size: int, skip_standard: bool = False) -> None:
+    """Initialise ``weights`` (the typed tuple over a module's parameters) as the table says.
+
+    ``skip_standard``: torch.nn already drew the standard weights (in its RNG order).
+    """
+    with torch.no_grad():
+        for row in table:
+            tensor = getattr(weights, row.name)
+            if tensor is None or (skip_standard and row.standard):
+                continue
+            if row.init == "uniform":
+                uniform_(tensor, hidden_size)
+            elif row.init == "ones":
+                tensor.fill_(1.0)
+            elif row.init == "zeros":
+                tensor.zero_()
+            else:
+                raise ValueError(f"{row.name}: unknown init {row.init!r}")
+
+
+def uniform_(tensor: Tensor | None, hidden_size: int) -> None:
     """torch.nn's default RNN initialisation: U(-1/sqrt(H), 1/sqrt(H))."""
     if tensor is not None:
         bound = 1.0 / math.sqrt(hidden_size)
         torch.nn.init.uniform_(tensor, -bound, bound)
 
 
-def _orthogonal_blocks_(weight_hh: Tensor, num_gates: int) -> None:
+def orthogonal_blocks_(weight_hh: Tensor, num_gates: int) -> None:
     """Orthogonal init of each gate's (H, H_out) block of a stacked recurrent matrix."""
     with torch.no_grad():
         for block in weight_hh.chunk(num_gates, 0):
             torch.nn.init.orthogonal_(block)
 
 
-def _gate_norm(z: Tensor, gain: Tensor, num_gates: int, eps: float = 1e-5) -> Tensor:
+# -- shared pieces of the equations ------------------------------------------------------------
+
+def gate_norm(z: Tensor, gain: Tensor, num_gates: int) -> Tensor:
     """Layer norm applied to each gate's pre-activation separately, then a per-unit gain.
 
     z: (..., G*H) -> (..., G*H). Normalising per gate (as TensorFlow's LayerNormBasicLSTMCell
     does) keeps one gate's scale from swamping another's; the biases are added afterwards by the
     caller, so they play the role of layer norm's shift.
     """
-    *lead, gh = z.shape
-    zg = z.reshape(*lead, num_gates, gh // num_gates)  # (..., G, H)
-    zg = F.layer_norm(zg, zg.shape[-1:], eps=eps)
-    return zg.reshape(*lead, gh) * gain
+    H = z.shape[-1] // num_gates
+    shape = z.shape
+    zg = z.reshape(list(shape[:-1]) + [num_gates, H])  # (..., G, H)
+    zg = F.layer_norm(zg, [H], eps=LN_EPS)
+    return zg.reshape(shape) * gain
 
 
-def _check_recurrent_init(cls: str, recurrent_init: str) -> None:
+# -- argument checks of the cells and layers ---------------------------------------------------
+
+def check_recurrent_init(owner: str, recurrent_init: str) -> None:
     if recurrent_init not in ("uniform", "orthogonal"):
-        raise ValueError(f"{cls}: recurrent_init must be 'uniform' or 'orthogonal', got {recurrent_init!r}")
+        raise ValueError(f"{owner}: recurrent_init must be 'uniform' or 'orthogonal', got {recurrent_init!r}")
 
 
-def _check_int(cls: str, name: str, value, minimum: int = 1) -> None:
-    """A size argument: an int (TypeError otherwise) of at least ``minimum`` (ValueError)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{cls}: {name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        expected = "a positive int" if minimum == 1 else f">= {minimum}"
-        raise ValueError(f"{cls}: {name} must be {expected}, got {value}")
-
-
-def _check_sizes(cls: str, input_size, hidden_size, proj_size=0) -> None:
-    _check_int(cls, "input_size", input_size)
-    _check_int(cls, "hidden_size", hidden_size)
-    _check_int(cls, "proj_size", proj_size, minimum=0)
+def check_sizes(owner: str, input_size, hidden_size, proj_size=0) -> None:
+    check_size(owner, "input_size", input_size)
+    check_size(owner, "hidden_size", hidden_size)
+    check_size(owner, "proj_size", proj_size, minimum=0)
     if proj_size >= hidden_size:
-        raise ValueError(f"{cls}: proj_size must be an int in [0, hidden_size={hidden_size}), got {proj_size}")
+        raise ValueError(f"{owner}: proj_size must be an int in [0, hidden_size={hidden_size}), got {proj_size}")
+
+
+# -- a cell type, and one cell's weights bound to it --------------------------------------------
+
+class CellKind(NamedTuple):
+    """Everything the engine needs to know about a cell type, written once in its file.
+
+    ``project(config, w, x, linear=F.linear, norm=gate_norm)`` is the input part of the
+    pre-activations (..., I) -> (..., G) (a backend may pass faster but equal ``linear`` and
+    ``norm`` functions); ``step(config, w, xp_t, state_tm1, gates=None) -> (h_t, state_t)`` the
+    reference step, which writes its activations into ``gates`` (a dict) when one is given.
+    """
+
+    name: str
+    config: type
+    table: tuple
+    weights: type
+    project: Callable
+    step: Callable
+    state_names: Optional[tuple]
+    num_gates: int
+
+
+class BoundCell:
+    """One cell's weights bound to its kind and config: a cell for the engine (``project_input``,
+    ``step``) that is not a module of its own, e.g. one layer and direction of ``rnnkit.LSTM``
+    (``layer.cell(k)``). Reading ``weights`` later gives the tensors of construction time.
+    """
+
+    def __init__(self, kind: CellKind, config, weights) -> None:
+        self.kind, self.config, self._weights = kind, config, weights
+        self.input_size, self.hidden_size = config.input_size, config.hidden_size
+        self.output_size = getattr(config, "proj_size", 0) or config.hidden_size
+
+    def weights(self):
+        """The typed tuple of weights (``LSTMWeights``, ...)."""
+        return self._weights
+
+    def backend_config(self):
+        return self.config
+
+    def project_input(self, x: Tensor) -> Tensor:
+        return self.kind.project(self.config, self._weights, x)
+
+    def step(self, xp_t: Tensor, state_tm1, gates: dict | None = None):
+        return self.kind.step(self.config, self._weights, xp_t, state_tm1, gates)
+
+    def __repr__(self) -> str:
+        return f"BoundCell({self.config})"

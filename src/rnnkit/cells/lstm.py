@@ -1,13 +1,62 @@
-"""Long short-term memory cell, with optional peephole connections and layer normalisation."""
+"""Long short-term memory cell, with optional peephole connections, layer norm and projection.
+
+The equations are written once, in ``lstm_project`` and ``lstm_step`` (pure functions of the
+typed weights ``LSTMWeights``); the cell, the layers' engine, the inspector and the ONNX export
+of variant layers all call them.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import _check_recurrent_init, _check_sizes, _gate_norm, _orthogonal_blocks_, _uniform_
+from .base import (CellKind, Weight, check_recurrent_init, check_sizes, gate_norm, init_weights_,
+                   orthogonal_blocks_, present_weights, weights_tuple)
 
-__all__ = ["LSTMCell"]
+__all__ = ["LSTMCell", "LSTMConfig", "LSTMWeights", "LSTM_WEIGHTS", "LSTM_KIND", "lstm_project", "lstm_step",
+           "lstm_init_"]
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    """Which LSTM equations run (see ``LSTMCell``)."""
+
+    input_size: int  # I
+    hidden_size: int  # H, units of the cell state
+    bias: bool = True  # b_ih and b_hh
+    proj_size: int = 0  # P: h = W_hr (o * tanh(c)), 0 = no projection
+    peephole: bool = False  # p_i, p_f look at c_tm1, p_o at c
+    layer_norm: bool = False  # per-gate layer norm of both products, and of c before its tanh
+
+    cell: ClassVar[str] = "lstm"
+
+
+def _4h(c):
+    return (4 * c.hidden_size,)
+
+
+LSTM_WEIGHTS = (
+    Weight("weight_ih", lambda c: (4 * c.hidden_size, c.input_size), "uniform", True, "W_i{i,f,g,o} stacked"),
+    Weight("weight_hh", lambda c: (4 * c.hidden_size, c.proj_size or c.hidden_size), "uniform", True,
+           "W_h{i,f,g,o} stacked"),
+    Weight("bias_ih", lambda c: _4h(c) if c.bias else None, "uniform", True, "b_i{i,f,g,o}"),
+    Weight("bias_hh", lambda c: _4h(c) if c.bias else None, "uniform", True, "b_h{i,f,g,o}"),
+    Weight("weight_hr", lambda c: (c.proj_size, c.hidden_size) if c.proj_size else None, "uniform", True,
+           "projection W_hr"),
+    Weight("weight_peephole", lambda c: (3 * c.hidden_size,) if c.peephole else None, "uniform", False,
+           "peepholes p_i, p_f, p_o"),
+    Weight("layer_norm_ih", lambda c: _4h(c) if c.layer_norm else None, "ones", False, "gain of LN(W_ih x)"),
+    Weight("layer_norm_hh", lambda c: _4h(c) if c.layer_norm else None, "ones", False, "gain of LN(W_hh h)"),
+    Weight("layer_norm_c_weight", lambda c: (c.hidden_size,) if c.layer_norm else None, "ones", False,
+           "gain of LN(c)"),
+    Weight("layer_norm_c_bias", lambda c: (c.hidden_size,) if c.layer_norm else None, "zeros", False,
+           "shift of LN(c)"),
+)
+LSTMWeights = weights_tuple("LSTMWeights", LSTM_WEIGHTS)
+LSTMWeights.__module__ = __name__
 
 
 class LSTMCell(nn.Module):
@@ -42,18 +91,14 @@ class LSTMCell(nn.Module):
         recurrent_init: "uniform" (torch.nn's U(-1/sqrt(H), 1/sqrt(H))) or "orthogonal"
             (each gate's block of ``weight_hh``). Default "uniform".
 
-    Weights (torch.nn.LSTMCell's layout, gates stacked in the order i, f, g, o):
-        weight_ih (4H, I), weight_hh (4H, P or H), bias_ih (4H), bias_hh (4H),
-        weight_hr (P, H), weight_peephole (3H: p_i, p_f, p_o),
-        layer_norm_ih (4H), layer_norm_hh (4H), layer_norm_c_weight (H), layer_norm_c_bias (H).
-        All U(-1/sqrt(H), 1/sqrt(H)) but the layer-norm gains (1) and shift (0).
+    Weights: ``LSTM_WEIGHTS`` below (torch.nn.LSTMCell's layout, gates stacked i, f, g, o).
 
     State: ``(h, c)``, ``h`` (B, P or H), ``c`` (B, H).
 
-    Over time, the engine (``rnnkit.Recurrent``, the layers) calls ``run_sequence``: all steps at
-    once with a hand-written backward (``rnnkit.layers.fused``), the same numbers as looping
-    ``step``, which it still does with a projection, inside ``fused.disabled()``, or for a
-    subclass that overrides ``step``.
+    Over time, the engine (``rnnkit.Recurrent``, the layers) runs the first backend of
+    ``rnnkit.layers.backends`` that supports ``cell.config`` (e.g. a whole sequence at once with a
+    hand-written backward), else it loops ``step``: the reference, which every backend is tested
+    against. A subclass that overrides ``step`` or ``project_input`` is always looped.
 
     Example:
         >>> cell = LSTMCell(3, 5, peephole=True)
@@ -76,13 +121,26 @@ class LSTMCell(nn.Module):
         recurrent_init: str = "uniform",
     ) -> None:
         super().__init__()
-        _check_sizes("LSTMCell", input_size, hidden_size, proj_size)
+        check_sizes("LSTMCell", input_size, hidden_size, proj_size)
+        check_recurrent_init("LSTM", recurrent_init)
+        self.config = LSTMConfig(input_size, hidden_size, bias, proj_size, peephole, layer_norm)
         self.input_size, self.hidden_size, self.proj_size = input_size, hidden_size, proj_size
         self.output_size = proj_size or hidden_size
         self.peephole, self.layer_norm = peephole, layer_norm
-        for name, shape in _lstm_param_shapes(input_size, hidden_size, bias, peephole, layer_norm, proj_size):
-            self.register_parameter(name, nn.Parameter(torch.empty(shape)) if shape else None)
-        _init_lstm(self, hidden_size, forget_bias, recurrent_init)
+        shapes = dict(present_weights(LSTM_WEIGHTS, self.config))
+        for row in LSTM_WEIGHTS:
+            shape = shapes.get(row.name)
+            self.register_parameter(row.name, None if shape is None else nn.Parameter(torch.empty(shape)))
+        lstm_init_(self.weights(), self.config, forget_bias, recurrent_init)
+
+    def weights(self) -> LSTMWeights:
+        """The parameters as the typed tuple the reference functions take."""
+        return LSTMWeights(*(getattr(self, row.name) for row in LSTM_WEIGHTS))
+
+    def backend_config(self) -> LSTMConfig | None:
+        """What the engine's backends are chosen by; None for a subclass with its own step."""
+        own = type(self).step is LSTMCell.step and type(self).project_input is LSTMCell.project_input
+        return self.config if own else None
 
     def initial_state(self, batch_size: int, device=None, dtype=None) -> tuple[Tensor, Tensor]:
         dtype = dtype or self.weight_ih.dtype
@@ -91,15 +149,10 @@ class LSTMCell(nn.Module):
         return h0, c0
 
     def project_input(self, x: Tensor) -> Tensor:
-        return lstm_project(self, x)
+        return lstm_project(self.weights(), x)
 
-    def step(self, gx_t: Tensor, state_tm1: tuple[Tensor, Tensor]):
-        return lstm_step(self, gx_t, state_tm1)
-
-    def run_sequence(self, gx: Tensor, state_tm1: tuple[Tensor, Tensor], mask: Tensor | None = None):
-        if type(self).step is not LSTMCell.step:  # a subclass's own step: the engine loops over it
-            return None
-        return lstm_run_sequence(self, gx, state_tm1, mask)
+    def step(self, gx_t: Tensor, state_tm1: tuple[Tensor, Tensor], gates: dict | None = None):
+        return lstm_step(self.weights(), gx_t, state_tm1, gates)
 
     def forward(self, x_t: Tensor, state_tm1: tuple[Tensor, Tensor] | None = None):
         if state_tm1 is None:
@@ -113,108 +166,83 @@ class LSTMCell(nn.Module):
         return ", ".join(flags)
 
 
-# The math below takes any object `p` that carries the weights under LSTMCell's attribute names
-# (an LSTMCell, or one layer/direction of rnnkit.LSTM), so cells and layers share one definition.
+# -- the equations, once ----------------------------------------------------------------------
 
-def lstm_project(p, x: Tensor) -> Tensor:
-    """Input part of the gate pre-activations for any leading dims: (..., I) -> (..., 4H)."""
-    from ..layers.fused import linear  # F.linear, faster on CPU; not at the top: import cycle
-    if p.layer_norm_ih is None:
-        bias = None if p.bias_ih is None else p.bias_ih + p.bias_hh
-        return linear(x, p.weight_ih, bias)
-    gx = _gate_norm(linear(x, p.weight_ih), p.layer_norm_ih, 4)
-    return gx if p.bias_ih is None else gx + (p.bias_ih + p.bias_hh)
+def lstm_project(w: LSTMWeights, x: Tensor, linear=F.linear, norm=gate_norm) -> Tensor:
+    """Input part of the gate pre-activations for any leading dims: (..., I) -> (..., 4H).
+
+    ``W_ih x + b_ih + b_hh``, with layer norm ``LN(W_ih x) * gain_ih + b_ih + b_hh``. A backend
+    may pass its own (equal) ``linear(x, weight, bias)`` and ``norm(z, gain, num_gates)``.
+    """
+    bias = None if w.bias_ih is None else w.bias_ih + w.bias_hh
+    if w.layer_norm_ih is None:
+        return linear(x, w.weight_ih, bias)
+    gx = norm(linear(x, w.weight_ih), w.layer_norm_ih, 4)
+    return gx if bias is None else gx + bias
 
 
-def lstm_step(p, gx_t: Tensor, state_tm1: tuple[Tensor, Tensor], gates: dict | None = None):
+def lstm_step(w: LSTMWeights, gx_t: Tensor, state_tm1: Tuple[Tensor, Tensor],
+              gates: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
     """One step from the projected input gx_t (B, 4H): returns h (B, P|H), (h, c).
 
     ``gates``: a dict to receive this step's activations (``input``, ``forget``, ``candidate``,
-    ``output``, ``cell``, ``hidden``; each (B, H)), for the inspector; None (the default) keeps
-    nothing.
+    ``output``, ``cell``, ``hidden``; each (B, H)), for the inspector; None keeps nothing.
+    TorchScript compiles this function (the ONNX export of layer-norm LSTMs loops over it).
     """
     h_tm1, c_tm1 = state_tm1
-    if p.layer_norm_hh is None:
-        z = torch.addmm(gx_t, h_tm1, p.weight_hh.t())  # (B, 4H)
+    weight_hh = w.weight_hh
+    assert weight_hh is not None
+    H = c_tm1.shape[-1]
+    gain_hh = w.layer_norm_hh
+    if gain_hh is None:
+        z = torch.addmm(gx_t, h_tm1, weight_hh.t())  # (B, 4H)
     else:
-        z = gx_t + _gate_norm(F.linear(h_tm1, p.weight_hh), p.layer_norm_hh, 4)
+        z = gx_t + gate_norm(F.linear(h_tm1, weight_hh), gain_hh, 4)
     i, f, g, o = z.chunk(4, -1)  # each (B, H)
-    if p.weight_peephole is not None:
-        p_i, p_f, p_o = p.weight_peephole.chunk(3)
-        i = i + p_i * c_tm1
-        f = f + p_f * c_tm1
+    peephole = w.weight_peephole
+    if peephole is not None:
+        i = i + peephole[:H] * c_tm1  # the learn and forget gates look at the old LTM
+        f = f + peephole[H : 2 * H] * c_tm1
     i, f, g = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g)  # learn, forget, new memory
     c = f * c_tm1 + i * g  # remember
-    if p.weight_peephole is not None:
-        o = o + p_o * c
+    if peephole is not None:
+        o = o + peephole[2 * H :] * c  # the use gate looks at the new one
     o = torch.sigmoid(o)  # use
-    if p.layer_norm_c_weight is not None:
-        c_out = F.layer_norm(c, c.shape[-1:], p.layer_norm_c_weight, p.layer_norm_c_bias)
-    else:
-        c_out = c
+    ln_c_weight = w.layer_norm_c_weight
+    c_out = c if ln_c_weight is None else F.layer_norm(c, [H], ln_c_weight, w.layer_norm_c_bias)
     h = o * torch.tanh(c_out)
-    if p.weight_hr is not None:
-        h = F.linear(h, p.weight_hr)  # (B, P)
+    weight_hr = w.weight_hr
+    if weight_hr is not None:
+        h = F.linear(h, weight_hr)  # (B, P)
     if gates is not None:
-        gates.update(input=i, forget=f, candidate=g, output=o, cell=c, hidden=h)
+        gates["input"], gates["forget"], gates["candidate"] = i, f, g
+        gates["output"], gates["cell"], gates["hidden"] = o, c, h
     return h, (h, c)
 
 
-def lstm_run_sequence(p, gx: Tensor, state0: tuple[Tensor, Tensor], mask: Tensor | None = None):
-    """All steps at once from the projected input gx (T, B, 4H), with a hand-written backward.
+def lstm_init_(w: LSTMWeights, config: LSTMConfig, forget_bias: float | None = 1.0, recurrent_init: str = "uniform",
+               skip_standard: bool = False) -> None:
+    """Initialise the weights (see ``LSTMCell``'s docstring and ``LSTM_WEIGHTS``).
 
-    Returns output (T, B, H), (h, c), as the engine's loop over ``lstm_step`` would, or None
-    where ``rnnkit.layers.fused`` does not cover the configuration (a projection) or is
-    disabled; the engine then runs the step loop. mask: (T, B) bool, see the engine.
+    With ``skip_standard`` torch.nn already drew its weights (in its RNG order) and only
+    rnnkit's adjustments and extras are applied.
     """
-    from ..layers import fused  # not at the top: rnnkit.layers imports this module
-
-    if p.weight_hr is not None or gx.shape[0] == 0 or not fused.is_enabled(gx):
-        return None
-    h0, c0 = state0
-    out, h, c = fused.lstm_sequence(
-        gx, h0, c0, p.weight_hh, p.weight_peephole, mask, p.layer_norm_hh, p.layer_norm_c_weight, p.layer_norm_c_bias
-    )
-    return out, (h, c)
-
-
-def _lstm_param_shapes(input_size, hidden_size, bias, peephole, layer_norm, proj_size):
-    """(name, shape or None) in torch.nn's registration order, then rnnkit's extras."""
-    H, P = hidden_size, proj_size or hidden_size
-    return [
-        ("weight_ih", (4 * H, input_size)),
-        ("weight_hh", (4 * H, P)),
-        ("bias_ih", (4 * H,) if bias else None),
-        ("bias_hh", (4 * H,) if bias else None),
-        ("weight_hr", (proj_size, H) if proj_size else None),
-        ("weight_peephole", (3 * H,) if peephole else None),
-        ("layer_norm_ih", (4 * H,) if layer_norm else None),
-        ("layer_norm_hh", (4 * H,) if layer_norm else None),
-        ("layer_norm_c_weight", (H,) if layer_norm else None),
-        ("layer_norm_c_bias", (H,) if layer_norm else None),
-    ]
-
-
-def _init_lstm(p, hidden_size: int, forget_bias: float | None, recurrent_init: str, standard_done=False):
-    """Initialise the weights of `p` (see LSTMCell's docstring).
-
-    With ``standard_done`` the torch.nn weights were already drawn (by torch's own
-    reset_parameters, in its RNG order) and only rnnkit's adjustments and extras are applied.
-    """
-    _check_recurrent_init("LSTM", recurrent_init)
+    init_weights_(LSTM_WEIGHTS, w, config.hidden_size, skip_standard)
     with torch.no_grad():
-        if not standard_done:
-            for w in (p.weight_ih, p.weight_hh, p.bias_ih, p.bias_hh, p.weight_hr):
-                _uniform_(w, hidden_size)
-        _uniform_(p.weight_peephole, hidden_size)
-        for gain in (p.layer_norm_ih, p.layer_norm_hh, p.layer_norm_c_weight):
-            if gain is not None:
-                gain.fill_(1.0)
-        if p.layer_norm_c_bias is not None:
-            p.layer_norm_c_bias.zero_()
         if recurrent_init == "orthogonal":
-            _orthogonal_blocks_(p.weight_hh, 4)
-        if forget_bias is not None and p.bias_ih is not None:
-            H = hidden_size
-            p.bias_ih[H : 2 * H].fill_(forget_bias)
-            p.bias_hh[H : 2 * H].zero_()
+            orthogonal_blocks_(w.weight_hh, 4)
+        if forget_bias is not None and w.bias_ih is not None:
+            H = config.hidden_size
+            w.bias_ih[H : 2 * H].fill_(forget_bias)
+            w.bias_hh[H : 2 * H].zero_()
+
+
+def _project(config: LSTMConfig, w: LSTMWeights, x: Tensor, linear=F.linear, norm=gate_norm) -> Tensor:
+    return lstm_project(w, x, linear, norm)
+
+
+def _step(config: LSTMConfig, w: LSTMWeights, gx_t: Tensor, state_tm1, gates=None):
+    return lstm_step(w, gx_t, state_tm1, gates)
+
+
+LSTM_KIND = CellKind("lstm", LSTMConfig, LSTM_WEIGHTS, LSTMWeights, _project, _step, ("h", "c"), 4)

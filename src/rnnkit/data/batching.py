@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import Sampler
 
-from ._checks import check_bool, check_choice, check_int, check_state
+from ..checks import check_bool, check_choice, check_int
+from ..checks import check_state_dict as check_state
 from .streams import StreamBatcher, StreamWindow, stream_batches
 
 __all__ = [

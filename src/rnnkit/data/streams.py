@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from ._checks import check_int, check_state
+from ..checks import check_int
+from ..checks import check_state_dict as check_state
 
 __all__ = ["StreamBatcher", "StreamWindow", "stream_batches"]
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ._checks import check_bool, check_int
+from ..checks import check_bool, check_int
 
 __all__ = ["DEFAULT_SPECIALS", "Vocab", "char_tokenize", "word_tokenize"]
 

@@ -1,5 +1,10 @@
-"""Recurrent layers: torch.nn-compatible RNN/LSTM/GRU and the generic engine for any cell."""
+"""Recurrent layers: torch.nn-compatible RNN/LSTM/GRU, the generic engine for any cell, and the
+registry of backends (``rnnkit.layers.backends``) that the engine chooses its fast paths from."""
+from . import backends
+from .backends import Backend
+from .boundary import check_state, split_states, stack_states, unpack_input
 from .native import GRU, LSTM, RNN
-from .recurrent import Recurrent, run_layers
+from .recurrent import Recurrent, run_direction, run_layers
 
-__all__ = ["RNN", "LSTM", "GRU", "Recurrent", "run_layers"]
+__all__ = ["RNN", "LSTM", "GRU", "Recurrent", "run_layers", "run_direction", "backends", "Backend",
+           "check_state", "split_states", "stack_states", "unpack_input"]

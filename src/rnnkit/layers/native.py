@@ -5,8 +5,15 @@ Each class is a subclass of its torch.nn layer, so weights carry torch.nn's name
 torch.nn state dict, and the standard configurations run on torch's fused kernels (oneDNN or
 the native kernel on CPU, cuDNN on GPU), with ``lengths`` handled by packing. The variants
 (peephole, layer norm, GRU ``reset_after=False``) add their weights under the same scheme
-(``weight_peephole_l0``, ``layer_norm_ih_l0``, ...) and run on rnnkit's generic engine with
-the cells' own math, so a layer and a stack of cells compute exactly the same thing.
+(``weight_peephole_l0``, ``layer_norm_ih_l0``, ...), read from the cell's table of weights
+(``LSTM_WEIGHTS``), and run on rnnkit's generic engine with the cells' own equations, so a layer
+and a stack of cells compute exactly the same thing.
+
+Which engine runs is the backend registry's choice (``rnnkit.layers.backends``): torch's
+kernels are registered here as the "torch" backend of kind "layer", declaring the
+configurations torch.nn has; everything else goes to ``run_layers`` and its "sequence" backends.
+``layer.cell(k, direction)`` gives one layer and direction's weights as a cell of the reference
+equations (``BoundCell``), for the inspector, streaming and export.
 """
 from __future__ import annotations
 
@@ -14,56 +21,40 @@ import torch
 from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..cells.base import _check_int, _check_sizes
-from ..cells.gru import _gru_param_shapes, _init_gru, gru_project, gru_run_sequence, gru_step
-from ..cells.lstm import _init_lstm, _lstm_param_shapes, lstm_project, lstm_run_sequence, lstm_step
-from ..cells.rnn import _check_nonlinearity, rnn_project, rnn_step
-from ._boundary import check_dropout, check_state, pack_output, split_states, stack_states, unpack_input
+from ..cells.base import BoundCell, check_recurrent_init, check_sizes
+from ..cells.gru import GRU_KIND, gru_init_
+from ..cells.lstm import LSTM_KIND, lstm_init_
+from ..cells.rnn import RNN_KIND, check_nonlinearity, rnn_init_
+from ..checks import check_dropout, check_size
+from .backends import ANY, Backend, register, registered, select
+from .boundary import check_state, pack_output, split_states, stack_states, unpack_input
 from .recurrent import run_layers
 
-__all__ = ["RNN", "LSTM", "GRU"]
+__all__ = ["RNN", "LSTM", "GRU", "TORCH_FLAGS"]
 
-_STANDARD = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 _ENGINES = ("auto", "python")
-
-
-class _CellView:
-    """One layer and direction of a layer's weights, seen as a cell (project_input / step,
-    and run_sequence when the layer's cell type has a fused whole-sequence function)."""
-
-    def __init__(self, project, step, run_sequence=None, **attrs) -> None:
-        self.__dict__.update(attrs)
-        self._project, self._step, self._run_sequence = project, step, run_sequence
-
-    def project_input(self, x: Tensor) -> Tensor:
-        return self._project(self, x)
-
-    def step(self, xp_t: Tensor, state):
-        return self._step(self, xp_t, state)
-
-    def run_sequence(self, xp: Tensor, state, mask: Tensor | None = None):
-        """(output, state) for all steps of xp (T, B, G), or None: the engine loops ``step``."""
-        return None if self._run_sequence is None else self._run_sequence(self, xp, state, mask)
 
 
 class _Layer:
     """What RNN, LSTM and GRU share; mixed in before the torch.nn class."""
 
+    kind = None  # the cell type (rnnkit.cells.LSTM_KIND, ...): equations, config, table of weights
     _vf = None  # torch's fused function for the standard configuration
-    _run_sequence = None  # the cell type's whole-sequence function (rnnkit.layers.fused), if any
-    _state_names: tuple[str, ...] | None = None
 
-    def _setup(self, engine: str, extra_shapes, cell_flags: dict) -> None:
+    def _setup(self, engine: str, flags: dict) -> None:
         if engine not in _ENGINES:
             raise ValueError(f"{type(self).__name__}: engine must be 'auto' or 'python', got {engine!r}")
         self.engine = engine
-        self._cell_flags = cell_flags
+        self._flags = flags  # the config fields besides sizes and bias (peephole=..., ...)
         device, dtype = self.weight_ih_l0.device, self.weight_ih_l0.dtype
-        for suffix in self._suffixes():
-            for name, shape in extra_shapes:
-                if shape is not None:
+        D = self._directions()
+        for k, suffix in enumerate(self._suffixes()):
+            config = self.cell_config(k // D)
+            for row in self.kind.table:
+                shape = row.shape(config)
+                if not row.standard and shape is not None:
                     param = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
-                    self.register_parameter(f"{name}{suffix}", param)
+                    self.register_parameter(f"{row.name}{suffix}", param)
         self._ready = True
         self._init_extras()
 
@@ -72,27 +63,48 @@ class _Layer:
         if getattr(self, "_ready", False):
             self._init_extras()
 
+    def _directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
     def _suffixes(self) -> list[str]:
-        D = 2 if self.bidirectional else 1
+        D = self._directions()
         return [f"_l{layer}{'_reverse' * d}" for layer in range(self.num_layers) for d in range(D)]
 
-    def _views(self) -> list[_CellView]:
-        """One cell view per layer and direction, index layer * D + direction."""
-        views = []
-        for suffix in self._suffixes():
-            attrs = {name: getattr(self, f"{name}{suffix}", None) for name in self._cell_attrs}
-            views.append(_CellView(self._project, self._step, self._run_sequence, **attrs, **self._cell_flags))
-        return views
+    # -- the public view of the weights: one cell per layer and direction ---------------------
+    def cell_config(self, layer_index: int = 0):
+        """The cell config of layer ``layer_index`` (its input_size is the layer's input width)."""
+        width = self.input_size if layer_index == 0 else self._directions() * (self.proj_size or self.hidden_size)
+        return self.kind.config(width, self.hidden_size, self.bias, **self._flags)
+
+    def cell(self, layer_index: int = 0, direction: int = 0) -> BoundCell:
+        """One layer and direction's weights (the parameters themselves) as a cell of the
+        reference equations: ``project_input``, ``step(xp_t, state, gates=None)``, ``weights()``."""
+        D = self._directions()
+        if not (0 <= layer_index < self.num_layers and 0 <= direction < D):
+            raise IndexError(f"{type(self).__name__}.cell: layer_index must be in [0, {self.num_layers}) and "
+                             f"direction in [0, {D}), got ({layer_index}, {direction})")
+        suffix = self._suffixes()[layer_index * D + direction]
+        weights = self.kind.weights(*(getattr(self, f"{row.name}{suffix}", None) for row in self.kind.table))
+        return BoundCell(self.kind, self.cell_config(layer_index), weights)
+
+    def bound_cells(self) -> list[BoundCell]:
+        """``cell(layer, direction)`` for every layer and direction, index layer * D + direction."""
+        D = self._directions()
+        return [self.cell(k // D, k % D) for k in range(self.num_layers * D)]
 
     @property
     def is_standard(self) -> bool:
         """True when torch.nn has this configuration (and so a fused kernel for it)."""
-        return True
+        return any(b.supports(self.cell_config()) for b in registered("layer", self.kind.name) if b.name == "torch")
 
-    def _state_template(self, batch_size: int, device, dtype):
-        D = 2 if self.bidirectional else 1
-        shape = (self.num_layers * D, batch_size, self.proj_size or self.hidden_size)
-        return torch.zeros(shape, device=device, dtype=dtype)
+    def initial_state(self, batch_size: int, device=None, dtype=None):
+        """Zeros in the layer's state format: h, or (h, c), each (num_layers * D, B, H_part)."""
+        dtype = dtype or self.weight_ih_l0.dtype
+        shape = (self.num_layers * self._directions(), batch_size, self.proj_size or self.hidden_size)
+        h0 = torch.zeros(shape, device=device, dtype=dtype)
+        if self.kind.state_names is None:
+            return h0
+        return h0, h0.new_zeros(shape[:2] + (self.hidden_size,))
 
     def forward(self, x: Tensor | PackedSequence, state=None, lengths: Tensor | None = None):
         """Run the layer.
@@ -111,41 +123,25 @@ class _Layer:
         cls = type(self).__name__
         batch = unpack_input(cls, x, lengths, self.batch_first, self.input_size)
         B = batch.x.shape[1]
-        template = self._state_template(B, batch.x.device, batch.x.dtype)
+        template = self.initial_state(B, batch.x.device, batch.x.dtype)
         if state is None:
             state = template
         else:
             state = batch.state_in(cls, state)
-            check_state(cls, state, template, self._state_names)
-        if self.engine == "auto" and self.is_standard:
-            out, final = self._fused(batch, state)
+            check_state(cls, state, template, self.kind.state_names)
+        backend = select("layer", self.cell_config(), batch.x) if self.engine == "auto" else None
+        if backend is not None:
+            out, final = backend.run(self, batch, state)
             if isinstance(out, PackedSequence):
                 return out, final
         else:
-            D = 2 if self.bidirectional else 1
-            views = self._views()
+            cells = self.bound_cells()
             out, finals = run_layers(
-                batch.x, batch.lengths, views, split_states(state, len(views)), D, self.dropout, self.training
+                batch.x, batch.lengths, cells, split_states(state, len(cells)), self._directions(), self.dropout,
+                self.training,
             )
             final = stack_states(finals)
         return pack_output(batch, out, self.batch_first), batch.state_out(final)
-
-    def _fused(self, batch, state):
-        """torch's fused kernel; with lengths through a PackedSequence, as torch.nn wants it."""
-        if hasattr(self, "_update_flat_weights"):
-            self._update_flat_weights()
-        args = (self._flat_weights, self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
-        if batch.lengths is None:
-            result = self._vf(batch.x, state, *args, False)
-            return result[0], _unpack_result(result)
-        packed = batch.packed or pack_padded_sequence(batch.x, batch.lengths.cpu(), enforce_sorted=False)
-        state = _permute(state, packed.sorted_indices)
-        result = self._vf(packed.data, packed.batch_sizes, state, *args)
-        final = _permute(_unpack_result(result), packed.unsorted_indices)
-        out = PackedSequence(result[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
-        if batch.packed is not None:
-            return out, final
-        return pad_packed_sequence(out, total_length=batch.x.shape[0])[0], final
 
     @classmethod
     def from_torch(cls, module: nn.RNNBase, **variant):
@@ -201,10 +197,7 @@ class LSTM(_Layer, nn.LSTM):
 
     _torch_cls = nn.LSTM
     _vf = staticmethod(_VF.lstm)
-    _state_names = ("h", "c")
-    _cell_attrs = [name for name, _ in _lstm_param_shapes(1, 2, True, True, True, 1)]
-    _project, _step = staticmethod(lstm_project), staticmethod(lstm_step)
-    _run_sequence = staticmethod(lstm_run_sequence)
+    kind = LSTM_KIND
 
     def __init__(
         self,
@@ -225,26 +218,18 @@ class LSTM(_Layer, nn.LSTM):
         dtype=None,
     ) -> None:
         _check_layer_args("LSTM", input_size, hidden_size, num_layers, dropout, proj_size)
+        check_recurrent_init("LSTM", recurrent_init)
         super().__init__(
             input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
             dropout=float(dropout), bidirectional=bidirectional, proj_size=proj_size, device=device, dtype=dtype,
         )
         self.peephole, self.layer_norm = peephole, layer_norm
         self.forget_bias, self.recurrent_init = forget_bias, recurrent_init
-        extras = [(n, s) for n, s in _lstm_param_shapes(1, hidden_size, bias, peephole, layer_norm, proj_size) if n not in _STANDARD]
-        self._setup(engine, extras, {"hidden_size": hidden_size})
+        self._setup(engine, {"proj_size": proj_size, "peephole": peephole, "layer_norm": layer_norm})
 
     def _init_extras(self) -> None:
-        for view in self._views():
-            _init_lstm(view, self.hidden_size, self.forget_bias, self.recurrent_init, standard_done=True)
-
-    @property
-    def is_standard(self) -> bool:
-        return not (self.peephole or self.layer_norm)
-
-    def _state_template(self, batch_size: int, device, dtype):
-        h0 = super()._state_template(batch_size, device, dtype)
-        return h0, h0.new_zeros(h0.shape[:2] + (self.hidden_size,))
+        for cell in self.bound_cells():
+            lstm_init_(cell.weights(), cell.config, self.forget_bias, self.recurrent_init, skip_standard=True)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", peephole=True" * self.peephole + ", layer_norm=True" * self.layer_norm
@@ -265,9 +250,7 @@ class GRU(_Layer, nn.GRU):
 
     _torch_cls = nn.GRU
     _vf = staticmethod(_VF.gru)
-    _cell_attrs = [name for name, _ in _gru_param_shapes(1, 1, True, True)]
-    _project, _step = staticmethod(gru_project), staticmethod(gru_step)
-    _run_sequence = staticmethod(gru_run_sequence)
+    kind = GRU_KIND
 
     def __init__(
         self,
@@ -286,21 +269,17 @@ class GRU(_Layer, nn.GRU):
         dtype=None,
     ) -> None:
         _check_layer_args("GRU", input_size, hidden_size, num_layers, dropout)
+        check_recurrent_init("GRU", recurrent_init)
         super().__init__(
             input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
             dropout=float(dropout), bidirectional=bidirectional, device=device, dtype=dtype,
         )
         self.reset_after, self.layer_norm, self.recurrent_init = reset_after, layer_norm, recurrent_init
-        extras = [(n, s) for n, s in _gru_param_shapes(1, hidden_size, bias, layer_norm) if n not in _STANDARD]
-        self._setup(engine, extras, {"reset_after": reset_after})
+        self._setup(engine, {"reset_after": reset_after, "layer_norm": layer_norm})
 
     def _init_extras(self) -> None:
-        for view in self._views():
-            _init_gru(view, self.hidden_size, self.recurrent_init, standard_done=True)
-
-    @property
-    def is_standard(self) -> bool:
-        return self.reset_after and not self.layer_norm
+        for cell in self.bound_cells():
+            gru_init_(cell.weights(), cell.config, self.recurrent_init, skip_standard=True)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", reset_after=False" * (not self.reset_after) + ", layer_norm=True" * self.layer_norm
@@ -317,8 +296,7 @@ class RNN(_Layer, nn.RNN):
     """
 
     _torch_cls = nn.RNN
-    _cell_attrs = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
-    _project, _step = staticmethod(rnn_project), staticmethod(rnn_step)
+    kind = RNN_KIND
 
     def __init__(
         self,
@@ -336,26 +314,24 @@ class RNN(_Layer, nn.RNN):
         dtype=None,
     ) -> None:
         _check_layer_args("RNN", input_size, hidden_size, num_layers, dropout)
-        _check_nonlinearity("RNN", nonlinearity)
+        check_nonlinearity("RNN", nonlinearity)
+        check_recurrent_init("RNN", recurrent_init)
         super().__init__(
             input_size, hidden_size, num_layers=num_layers, nonlinearity=nonlinearity, bias=bias,
             batch_first=batch_first, dropout=float(dropout), bidirectional=bidirectional, device=device, dtype=dtype,
         )
         self.recurrent_init = recurrent_init
         self._vf = _VF.rnn_tanh if nonlinearity == "tanh" else _VF.rnn_relu
-        self._setup(engine, [], {"nonlinearity": nonlinearity})
+        self._setup(engine, {"nonlinearity": nonlinearity})
 
     def _init_extras(self) -> None:
-        if self.recurrent_init == "orthogonal":
-            for view in self._views():
-                torch.nn.init.orthogonal_(view.weight_hh.data)
-        elif self.recurrent_init != "uniform":
-            raise ValueError(f"RNN: recurrent_init must be 'uniform' or 'orthogonal', got {self.recurrent_init!r}")
+        for cell in self.bound_cells():
+            rnn_init_(cell.weights(), cell.config, self.recurrent_init, skip_standard=True)
 
 
 def _check_layer_args(cls: str, input_size, hidden_size, num_layers, dropout, proj_size=0) -> None:
-    _check_sizes(cls, input_size, hidden_size, proj_size)
-    _check_int(cls, "num_layers", num_layers)
+    check_sizes(cls, input_size, hidden_size, proj_size)
+    check_size(cls, "num_layers", num_layers)
     check_dropout(cls, dropout)
 
 
@@ -383,3 +359,34 @@ def _permute(state, index: Tensor | None):
     if isinstance(state, Tensor):
         return state.index_select(1, index)
     return tuple(s.index_select(1, index) for s in state)
+
+
+# -- torch's fused kernels, registered as the "layer" backend "torch" ---------------------------
+
+TORCH_FLAGS = {  # the configurations torch.nn's own layers compute
+    "lstm": {"bias": ANY, "proj_size": ANY, "peephole": (False,), "layer_norm": (False,)},
+    "gru": {"bias": ANY, "reset_after": (True,), "layer_norm": (False,)},
+    "rnn": {"bias": ANY, "nonlinearity": ("tanh", "relu")},
+}
+
+
+def _torch_run(layer, batch, state):
+    """torch's fused kernel; with lengths through a PackedSequence, as torch.nn wants it."""
+    if hasattr(layer, "_update_flat_weights"):
+        layer._update_flat_weights()
+    args = (layer._flat_weights, layer.bias, layer.num_layers, layer.dropout, layer.training, layer.bidirectional)
+    if batch.lengths is None:
+        result = layer._vf(batch.x, state, *args, False)
+        return result[0], _unpack_result(result)
+    packed = batch.packed or pack_padded_sequence(batch.x, batch.lengths.cpu(), enforce_sorted=False)
+    state = _permute(state, packed.sorted_indices)
+    result = layer._vf(packed.data, packed.batch_sizes, state, *args)
+    final = _permute(_unpack_result(result), packed.unsorted_indices)
+    out = PackedSequence(result[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+    if batch.packed is not None:
+        return out, final
+    return pad_packed_sequence(out, total_length=batch.x.shape[0])[0], final
+
+
+for _cell, _flags in TORCH_FLAGS.items():
+    register(Backend("torch", "layer", _cell, _flags, _torch_run, doc="torch's fused RNN kernels (oneDNN, cuDNN)"))

@@ -2,8 +2,10 @@
 
 The step lives in the cell (``rnnkit.cells``); everything about time lives here:
 
-- the input projection of every time step in one matrix product when the cell offers
-  ``project_input``/``step`` (see ``rnnkit.cells.base``);
+- the first "sequence" backend (``rnnkit.layers.backends``) that supports the cell's config,
+  when the cell declares one (``backend_config()``): rnnkit's own cells do;
+- else the reference loop over the cell's step, with the input projection of every time step
+  in one matrix product when the cell offers ``project_input``/``step`` (see ``rnnkit.cells.base``);
 - ``lengths`` masking: outputs at ``t >= length`` are zero, a sequence's state stops changing
   after its last valid step, and the reverse direction starts at each sequence's own last
   valid step (the result equals torch.nn on ``pack_padded_sequence`` data);
@@ -19,10 +21,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from ..cells.base import _check_int
-from ._boundary import check_dropout, check_state, pack_output, stack_states, split_states, unpack_input
+from ..checks import check_dropout, check_size
+from . import sequence  # noqa: F401  (registers the sequence backends before any layer runs)
+from .backends import select
+from .boundary import check_state, pack_output, split_states, stack_states, unpack_input
 
-__all__ = ["Recurrent", "run_layers"]
+__all__ = ["Recurrent", "run_layers", "run_direction"]
 
 
 def run_layers(
@@ -64,7 +68,7 @@ def run_layers(
         for direction in range(num_directions):
             k = layer * num_directions + direction
             x_d = x if direction == 0 else _reverse(x, rev_index)
-            out, state = _run_direction(cells[k], x_d, states0[k], mask)
+            out, state = run_direction(cells[k], x_d, states0[k], mask)
             outs.append(out if direction == 0 else _reverse(out, rev_index))
             finals.append(state)
         x = outs[0] if num_directions == 1 else torch.cat(outs, -1)  # (T_run, B, D*H_out)
@@ -75,20 +79,20 @@ def run_layers(
     return x, finals
 
 
-def _run_direction(cell, x: Tensor, state, mask: Tensor | None):
+def run_direction(cell, x: Tensor, state, mask: Tensor | None = None):
     """The loop over time for one cell: x (T, B, I) -> output (T, B, H_out), final state.
 
-    A cell with ``project_input``/``step`` may also offer ``run_sequence(xs, state, mask)``:
-    all steps at once from the projected input xs (T, B, G), returning (output, final state)
-    exactly as the loop below would, or None to leave this configuration to the loop
-    (``rnnkit.layers.fused`` runs LSTM and GRU this way, with a hand-written backward).
+    A cell that declares a config (``cell.backend_config()``, with ``cell.weights()``) runs on
+    the first "sequence" backend that supports it; otherwise, or when none does, the loop below
+    runs the cell's own step: the reference every backend is tested against. mask: (T, B)
+    bool, False past each sequence's length (outputs 0 there, the state kept).
     """
+    config = cell.backend_config() if hasattr(cell, "backend_config") else None
+    backend = select("sequence", config, x) if x.shape[0] > 0 else None
+    if backend is not None:
+        return backend.run(config, cell.weights(), x, state, mask)
     if hasattr(cell, "project_input") and hasattr(cell, "step"):
         xs, step = cell.project_input(x), cell.step  # (T, B, G): one matrix product
-        run_sequence = getattr(cell, "run_sequence", None)
-        result = None if run_sequence is None else run_sequence(xs, state, mask)
-        if result is not None:
-            return result
     else:
         xs, step = x, cell
     if mask is not None:
@@ -159,8 +163,8 @@ class Recurrent(nn.Module):
         super().__init__()
         if not callable(cell_factory):
             raise TypeError(f"Recurrent: cell_factory must be callable, got {type(cell_factory).__name__}")
-        _check_int("Recurrent", "input_size", input_size)
-        _check_int("Recurrent", "num_layers", num_layers)
+        check_size("Recurrent", "input_size", input_size)
+        check_size("Recurrent", "num_layers", num_layers)
         check_dropout("Recurrent", dropout)
         self.input_size, self.num_layers = input_size, num_layers
         self.bidirectional, self.dropout, self.batch_first = bidirectional, float(dropout), batch_first

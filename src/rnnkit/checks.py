@@ -1,17 +1,18 @@
-"""Argument checks shared by the data modules (private).
+"""Argument checks shared by every package: one-line errors that name the owner (class or
+function), the argument, what was expected and what was received, as STYLE.md asks::
 
-Every check raises a one-line error that names the owner (class or function), the
-argument, what was expected and what was received, as STYLE.md asks:
-``ValueError("Vocab.build: min_freq must be >= 1, got 0")``.
+    ValueError("LSTM: dropout must be a number in [0, 1), got 1.5")
+
+The one rnnkit module that every package may import (``cells`` and ``data`` import nothing
+else of rnnkit).
 """
-
 from __future__ import annotations
 
 import numbers
 from collections.abc import Collection, Mapping
 from typing import Any
 
-__all__: list[str] = []
+__all__ = ["check_int", "check_size", "check_bool", "check_choice", "check_dropout", "check_state_dict"]
 
 
 def check_int(owner: str, name: str, value: object, minimum: int | None = None) -> int:
@@ -23,6 +24,15 @@ def check_int(owner: str, name: str, value: object, minimum: int | None = None) 
     if minimum is not None and value < minimum:
         raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_size(owner: str, name: str, value: object, minimum: int = 1) -> None:
+    """A size argument: an int (TypeError otherwise) of at least ``minimum`` (ValueError)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        expected = "a positive int" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{owner}: {name} must be {expected}, got {value}")
 
 
 def check_bool(owner: str, name: str, value: object) -> bool:
@@ -40,8 +50,13 @@ def check_choice(owner: str, name: str, value: object, choices: Collection[str])
     return str(value)
 
 
-def check_state(owner: str, state: object, mine: Mapping[str, Any],
-                progress_keys: Collection[str]) -> None:
+def check_dropout(owner: str, dropout: object) -> None:
+    """Dropout probability: a number in [0, 1)."""
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"{owner}: dropout must be a number in [0, 1), got {dropout!r}")
+
+
+def check_state_dict(owner: str, state: object, mine: Mapping[str, Any], progress_keys: Collection[str]) -> None:
     """Check a loaded ``state`` dict against ``mine`` (the object's own ``state_dict()``).
 
     Every key of ``mine`` must be present; all but ``progress_keys`` (epoch, position)
@@ -54,5 +69,4 @@ def check_state(owner: str, state: object, mine: Mapping[str, Any],
         raise ValueError(f"{owner}: state must have keys {sorted(mine)}, missing {missing}")
     for key, value in mine.items():
         if key not in progress_keys and state[key] != value:
-            raise ValueError(f"{owner}: state[{key!r}] must equal this object's {value!r}, "
-                             f"got {state[key]!r}")
+            raise ValueError(f"{owner}: state[{key!r}] must equal this object's {value!r}, got {state[key]!r}")

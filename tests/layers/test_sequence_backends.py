@@ -1,8 +1,10 @@
-"""Tests for rnnkit.layers.fused: whole-sequence LSTM/GRU with a hand-written backward.
+"""Tests for the "sequence" backends (``rnnkit.layers.sequence``): whole-sequence LSTM/GRU with a
+hand-written backward (``rnnkit.kernels.lstm_bptt``, ``gru_bptt``).
 
-Each test runs with the compiled element-wise kernels and with torch operations.
+Each test runs once per registered sequence backend (the compiled element-wise kernels, and
+torch operations), inside ``backends.only(name)``.
 
-The oracle is the engine's own step-by-step loop (``fused.disabled()``), whose gradients
+The oracle is the engine's own step-by-step loop over the reference step (``backends.only()``), whose gradients
 come from autograd: outputs, final states and the gradients of the input, the initial state
 and every parameter must agree, for every variant the fused path covers, both directions,
 with and without lengths and initial states, one and two layers.
@@ -15,8 +17,11 @@ from torch import nn
 
 import rnnkit
 from rnnkit.cells import GRUCell, LSTMCell
-from rnnkit.layers import _cpu_kernels, fused
-from rnnkit.layers.recurrent import _run_direction
+from rnnkit.kernels import cpu as cpu_kernels
+from rnnkit.kernels import gemm
+from rnnkit.kernels.gru_bptt import gru_kernel_sequence, gru_sequence
+from rnnkit.kernels.lstm_bptt import lstm_kernel_sequence, lstm_sequence
+from rnnkit.layers import backends, recurrent, run_direction
 
 D64 = torch.float64
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -39,15 +44,25 @@ T, B, I, H = 6, 5, 3, 4
 LENGTHS = torch.tensor([3, 6, 1, 4, 2])  # unsorted, with a length-1 sequence and a full one
 
 
-@pytest.fixture(autouse=True, params=["kernels", "torch-ops"])
+SEQUENCE_BACKENDS = sorted({b.name for b in backends.registered("sequence")})
+
+
+@pytest.fixture(autouse=True, params=SEQUENCE_BACKENDS)
 def element_wise(request):
-    """Every test runs twice: each step's element-wise work in the compiled CPU kernels
-    (``rnnkit.layers._cpu_kernels``) and in torch operations."""
-    use = request.param == "kernels"
-    if use and not _cpu_kernels.load():
+    """Every test runs once per sequence backend: each step's element-wise work in the compiled
+    CPU kernels (``rnnkit.kernels.cpu``, "bptt-kernels") and in torch operations ("bptt")."""
+    if request.param == "bptt-kernels" and not cpu_kernels.load():
         pytest.skip("no C++ compiler here: the kernels fall back to torch operations")
-    with fused.kernels(use):
+    with backends.only(request.param, "torch"):  # standard layers keep torch's kernels
         yield request.param
+
+
+def _lstm_fn(name):
+    return lstm_kernel_sequence if name == "bptt-kernels" else lstm_sequence
+
+
+def _gru_fn(name):
+    return gru_kernel_sequence if name == "bptt-kernels" else gru_sequence
 
 
 def _randomise_(module, seed=0):
@@ -129,7 +144,7 @@ def test_layer_fused_equals_step_loop(name, bidirectional, lengths, with_state, 
     x = _x(dtype)
     state0 = _state0(layer, dtype) if with_state else None
     got = _run(layer, x, state0, lengths)
-    with fused.disabled():
+    with backends.only():
         expected = _run(layer, x, state0, lengths)
     _assert_all_close(got, expected, dtype, layer_norm="layer_norm" in name)
 
@@ -142,7 +157,7 @@ def test_batch_first_with_lengths(name):
     layer = _randomise_(layer_cls(I, H, batch_first=True, engine="python", dtype=D64, **kwargs))
     x = _x().transpose(0, 1)  # (B, T, I)
     got = _run(layer, x, lengths=LENGTHS)
-    with fused.disabled():
+    with backends.only():
         expected = _run(layer, x, lengths=LENGTHS)
     _assert_all_close(got, expected, D64)
 
@@ -151,7 +166,7 @@ def test_batch_first_with_lengths(name):
 def test_layer_without_bias(name):
     layer = _layer(name, num_layers=2, bidirectional=True, bias=False)
     got = _run(layer, _x(), lengths=LENGTHS)
-    with fused.disabled():
+    with backends.only():
         expected = _run(layer, _x(), lengths=LENGTHS)
     _assert_all_close(got, expected, D64)
 
@@ -165,7 +180,7 @@ def test_one_step_and_batch_of_one(name, shape):
     lengths = torch.full((batch,), steps)
     for kwargs in ({}, {"lengths": lengths}):
         got = _run(layer, x, **kwargs)
-        with fused.disabled():
+        with backends.only():
             expected = _run(layer, x, **kwargs)
         _assert_all_close(got, expected, D64)
 
@@ -183,7 +198,7 @@ def test_cells_through_recurrent_use_the_fused_path(name, monkeypatch):
     state0 = state0 if len(state0) > 1 else state0[0]
     got = _run(layer, _x(), state0, LENGTHS)
     assert len(calls) == 4  # one per layer and direction
-    with fused.disabled():
+    with backends.only():
         expected = _run(layer, _x(), state0, LENGTHS)
     _assert_all_close(got, expected, D64)
 
@@ -206,28 +221,29 @@ def test_no_grad_gives_the_same_values_and_no_graph(name):
 
 
 def _spy(monkeypatch):
+    """Record every sequence backend the engine runs."""
     calls = []
-    for fn_name in ("lstm_sequence", "gru_sequence"):
-        original = getattr(fused, fn_name)
+    original = recurrent.select
 
-        def spy(*args, _original=original, **kwargs):
-            calls.append(_original)
-            return _original(*args, **kwargs)
+    def spy(*args, **kwargs):
+        backend = original(*args, **kwargs)
+        if backend is not None:
+            calls.append(backend)
+        return backend
 
-        monkeypatch.setattr(fused, fn_name, spy)
+    monkeypatch.setattr(recurrent, "select", spy)
     return calls
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_python_engine_runs_fused_and_disabled_runs_the_steps(name, monkeypatch):
+def test_python_engine_runs_a_backend_and_only_nothing_runs_the_steps(name, monkeypatch):
     calls = _spy(monkeypatch)
     layer = _layer(name, num_layers=2, bidirectional=True)
     layer(_x(), lengths=LENGTHS)
     assert len(calls) == 4  # one per layer and direction
-    with fused.disabled():
-        assert not fused.is_enabled()
+    with backends.only():
         layer(_x(), lengths=LENGTHS)
-    assert len(calls) == 4 and fused.is_enabled()
+    assert len(calls) == 4
 
 
 @pytest.mark.parametrize("layer_cls", [rnnkit.LSTM, rnnkit.GRU])
@@ -244,7 +260,7 @@ def test_lstm_with_projection_falls_back_to_the_step_loop(kwargs, monkeypatch):
     calls = _spy(monkeypatch)
     layer = _randomise_(rnnkit.LSTM(I, H, bidirectional=True, engine="python", dtype=D64, **kwargs))
     got = _run(layer, _x(), lengths=LENGTHS)
-    with fused.disabled():
+    with backends.only():
         expected = _run(layer, _x(), lengths=LENGTHS)
     assert calls == []
     _assert_all_close(got, expected, D64)
@@ -268,11 +284,13 @@ def test_a_subclass_with_its_own_step_is_looped_over(cell_cls, monkeypatch):
         torch.testing.assert_close(out[n - 1, b], h_final[0, b] / 2, rtol=0, atol=1e-12)
 
 
-def test_disabled_restores_the_switch_after_an_error():
+def test_only_restores_the_choice_after_an_error():
+    config = rnnkit.cells.LSTMConfig(I, H, peephole=True)
+    before = backends.select("sequence", config, _x())
     with pytest.raises(KeyError):
-        with fused.disabled():
+        with backends.only():
             raise KeyError
-    assert fused.is_enabled()
+    assert before is not None and backends.select("sequence", config, _x()) is before
 
 
 # -- the autograd Functions directly -----------------------------------------------------------
@@ -295,7 +313,7 @@ def _tensors(*shapes, seed=0):
 @pytest.mark.parametrize("mask", [None, "mask"])
 @pytest.mark.parametrize("layer_norm", [False, True])
 @pytest.mark.parametrize("peephole", [False, True])
-def test_lstm_sequence_gradcheck(peephole, layer_norm, mask):
+def test_lstm_sequence_gradcheck(peephole, layer_norm, mask, element_wise):
     T_, B_, H_ = 4, 3, 3
     gx, h0, c0, w = _tensors((T_, B_, 4 * H_), (B_, H_), (B_, H_), (4 * H_, H_))
     p = _tensors((3 * H_,), seed=1)[0] if peephole else None
@@ -303,7 +321,7 @@ def test_lstm_sequence_gradcheck(peephole, layer_norm, mask):
     m = _mask() if mask else None
 
     def fn(gx, h0, c0, w, p, gain, c_weight, c_bias):
-        return fused.lstm_sequence(gx, h0, c0, w, p, m, gain, c_weight, c_bias)
+        return _lstm_fn(element_wise)(gx, h0, c0, w, p, m, gain, c_weight, c_bias)
 
     assert torch.autograd.gradcheck(fn, (gx, h0, c0, w, p, gain, c_weight, c_bias))
 
@@ -312,38 +330,38 @@ def test_lstm_sequence_gradcheck(peephole, layer_norm, mask):
 @pytest.mark.parametrize("layer_norm", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("reset_after", [True, False])
-def test_gru_sequence_gradcheck(reset_after, bias, layer_norm, mask):
+def test_gru_sequence_gradcheck(reset_after, bias, layer_norm, mask, element_wise):
     T_, B_, H_ = 4, 3, 3
     gx, h0, w = _tensors((T_, B_, 3 * H_), (B_, H_), (3 * H_, H_))
     b = _tensors((3 * H_,), seed=1)[0] if bias else None
     gain = _tensors((3 * H_,), seed=2)[0] if layer_norm else None
     m = _mask() if mask else None
-    fn = lambda gx, h0, w, b, gain: fused.gru_sequence(gx, h0, w, b, m, reset_after, gain)  # noqa: E731
+    fn = lambda gx, h0, w, b, gain: _gru_fn(element_wise)(gx, h0, w, b, m, reset_after, gain)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (gx, h0, w, b, gain))
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_any_mask_pattern_equals_the_step_loop(name):
-    # The engine builds prefix masks from lengths; the Functions follow _run_direction for any mask.
+    # The engine builds prefix masks from lengths; the Functions follow run_direction for any mask.
     layer = _layer(name)
-    view = layer._views()[0]
+    view = layer.cell(0)
     x, mask = _x(T=6, B=5), _mask(seed=4, T=6, B=5)
     state0 = _state0(layer, D64)
     state0 = tuple(s[0] for s in state0) if isinstance(state0, tuple) else state0[0]
 
     def run():
-        out, state = _run_direction(view, x, state0, mask)
+        out, state = run_direction(view, x, state0, mask)
         return [out] + _flat(state)
 
     got = run()
-    with fused.disabled():
+    with backends.only():
         expected = run()
     _assert_all_close(got, expected, D64)
 
 
-def test_double_backward_is_refused():
+def test_double_backward_is_refused(element_wise):
     gx, h0, c0, w = _tensors((3, 2, 8), (2, 2), (2, 2), (8, 2))
-    out, _, _ = fused.lstm_sequence(gx, h0, c0, w)
+    out, _, _ = _lstm_fn(element_wise)(gx, h0, c0, w)
     (grad,) = torch.autograd.grad(out.sum(), w, create_graph=True)
     with pytest.raises(RuntimeError):  # no graph of the gradient: backward is once differentiable
         grad.sum().backward()
@@ -360,7 +378,7 @@ def test_gradient_of_the_final_state_alone(name):
         return torch.autograd.grad(sum(s.sum() for s in _flat(state)), [x] + list(layer.parameters()))
 
     got = grads()
-    with fused.disabled():
+    with backends.only():
         expected = grads()
     _assert_all_close(got, expected, D64)
 
@@ -374,9 +392,9 @@ def test_backward_twice_with_retain_graph_gives_the_same_gradients(name):
     _assert_all_close(second, first, D64)
 
 
-def test_modifying_the_output_in_place_is_caught():
+def test_modifying_the_output_in_place_is_caught(element_wise):
     gx, h0, c0, w = _tensors((3, 2, 8), (2, 2), (2, 2), (8, 2))
-    out, _, _ = fused.lstm_sequence(gx, h0, c0, w)
+    out, _, _ = _lstm_fn(element_wise)(gx, h0, c0, w)
     out.mul_(2)  # the output is also what backward reads as h_tm1
     with pytest.raises(RuntimeError, match="inplace"):
         out.sum().backward()
@@ -388,7 +406,7 @@ def test_modifying_the_output_in_place_is_caught():
 @pytest.fixture
 def onednn_always(monkeypatch):
     """Send even the tests' tiny products to oneDNN (where torch has it), not torch.mm."""
-    monkeypatch.setattr(fused, "_ONEDNN_MIN_MACS", 0)
+    monkeypatch.setattr(gemm, "_ONEDNN_MIN_MACS", 0)
 
 
 @pytest.mark.parametrize("loss", ["square", "sum"])  # "sum": an expanded (stride 0) output gradient
@@ -402,7 +420,7 @@ def test_linear_equals_f_linear(bias, batch_first, loss, onednn_always):
     leaves = [x, w] + [b] * bias
     x_in = x.transpose(0, 1) if batch_first else x
     reduce = (lambda y: (y * y).sum()) if loss == "square" else (lambda y: y.sum())  # noqa: E731
-    y = fused.linear(x_in, w, b)
+    y = gemm.linear(x_in, w, b)
     grads = torch.autograd.grad(reduce(y), leaves)
     y_ref = F.linear(x_in, w, b)
     grads_ref = torch.autograd.grad(reduce(y_ref), leaves)
@@ -414,12 +432,12 @@ def test_linear_equals_f_linear(bias, batch_first, loss, onednn_always):
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_float32_products_equal_step_loop(name, products, monkeypatch):
     if products == "onednn":
-        monkeypatch.setattr(fused, "_ONEDNN_MIN_MACS", 0)
+        monkeypatch.setattr(gemm, "_ONEDNN_MIN_MACS", 0)
     else:
-        monkeypatch.setattr(fused, "_onednn", False)  # as where torch lacks the oneDNN op
+        monkeypatch.setattr(gemm, "_onednn", False)  # as where torch lacks the oneDNN op
     layer = _layer(name, num_layers=2, bidirectional=True, dtype=torch.float32)
     got = _run(layer, _x(torch.float32), lengths=LENGTHS)
-    with fused.disabled():
+    with backends.only():
         expected = _run(layer, _x(torch.float32), lengths=LENGTHS)
     _assert_all_close(got, expected, torch.float32, layer_norm="layer_norm" in name)
 
@@ -427,8 +445,8 @@ def test_float32_products_equal_step_loop(name, products, monkeypatch):
 @pytest.mark.filterwarnings("ignore:TF32 acceleration")  # mkldnn.flags() also sets oneDNN's TF32 switch
 def test_onednn_products_follow_torchs_mkldnn_switch():
     x = torch.randn(2, 3)
-    if fused._onednn_op():
-        assert fused._gemm_for(x) is not None
+    if gemm.onednn_op():
+        assert gemm.gemm_for(x) is not None
     with torch.backends.mkldnn.flags(enabled=False):
-        assert fused._gemm_for(x) is None
-    assert fused._gemm_for(x.double()) is None
+        assert gemm.gemm_for(x) is None
+    assert gemm.gemm_for(x.double()) is None

@@ -1,5 +1,8 @@
 """What every recurrent layer does at its public boundary: check the arguments, bring the
 input to one padded, time-major, batched form, and give the output back in the caller's form.
+
+Public: the streaming and inspection code outside ``layers`` use the same checks and state
+helpers, so that a state or input is accepted (or refused) alike everywhere.
 """
 from __future__ import annotations
 
@@ -8,6 +11,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from ..checks import check_dropout
+
+__all__ = ["Batch", "unpack_input", "pack_output", "check_lengths", "check_dropout", "check_state", "split_states",
+           "stack_states"]
 
 
 @dataclass
@@ -94,11 +102,6 @@ def check_lengths(cls: str, lengths, batch_size: int, max_steps: int) -> Tensor:
     if lo < 1 or hi > max_steps:
         raise ValueError(f"{cls}: lengths must lie in [1, T={max_steps}], got values from {lo} to {hi}")
     return lengths.long()
-
-
-def check_dropout(cls: str, dropout) -> None:
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"{cls}: dropout must be a number in [0, 1), got {dropout!r}")
 
 
 def check_state(cls: str, state, template, names: tuple[str, ...] | None = None) -> None:

@@ -1,7 +1,7 @@
-"""Tests for rnnkit.layers._cpu_kernels: the compiled element-wise step kernels of the fused path.
+"""Tests for rnnkit.kernels.cpu: the compiled element-wise step kernels of the "bptt-kernels" backend.
 
-Their agreement with the step loop, for every variant, is in test_fused.py (which runs every
-test with and without them); here: float32 activations against float64 torch, the build and
+Their agreement with the step loop, for every variant, is in tests/layers/test_sequence_backends.py
+(which runs every test once per sequence backend); here: float32 activations against float64 torch, the build and
 its cache, the fallback without a compiler, and which tensors they take.
 """
 import logging
@@ -10,7 +10,11 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.layers import _cpu_kernels, fused
+from rnnkit.cells.base import gate_norm as reference_gate_norm
+from rnnkit.kernels import cpu as _cpu_kernels
+from rnnkit.kernels import lstm_bptt
+from rnnkit.kernels.gate_norm import gate_norm
+from rnnkit.layers import backends
 
 pytestmark = pytest.mark.skipif(not _cpu_kernels.load(), reason="no C++ compiler: torch operations run instead")
 
@@ -20,8 +24,8 @@ def _one_step_lstm(gx: torch.Tensor) -> torch.Tensor:
     T, B, G = gx.shape
     H = G // 4
     zeros = gx.new_zeros(B, H)
-    with fused.kernels(True), torch.no_grad():
-        out, _, c = fused.lstm_sequence(gx, zeros, zeros, gx.new_zeros(G, H))
+    with torch.no_grad():
+        out, _, c = lstm_bptt.lstm_kernel_sequence(gx, zeros, zeros, gx.new_zeros(G, H))
     return out[0], c
 
 
@@ -68,7 +72,7 @@ def test_without_a_compiler_torch_operations_run(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger=_cpu_kernels.__name__):
         out, _ = layer(x)
     assert _cpu_kernels.load() is False and "unavailable" in caplog.text
-    with fused.disabled():
+    with backends.only():
         expected, _ = layer(x)
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
@@ -76,13 +80,13 @@ def test_without_a_compiler_torch_operations_run(tmp_path, monkeypatch, caplog):
 @pytest.mark.parametrize("dtype, used", [(torch.float32, True), (torch.float64, True), (torch.bfloat16, False)])
 def test_which_dtypes_use_the_kernels(dtype, used, monkeypatch):
     calls = []
-    original = fused._lstm_kernel_forward
-    monkeypatch.setattr(fused, "_lstm_kernel_forward", lambda *a: calls.append(1) or original(*a))
+    original = lstm_bptt._lstm_kernel_forward
+    monkeypatch.setattr(lstm_bptt, "_lstm_kernel_forward", lambda *a: calls.append(1) or original(*a))
     layer = rnnkit.LSTM(3, 4, layer_norm=True, dtype=dtype)
     out, _ = layer(torch.randn(5, 2, 3, dtype=dtype))
     out.float().sum().backward()
     assert len(calls) == int(used)
-    with fused.kernels(False):
+    with backends.only("bptt"):  # the torch-operation backend
         layer(torch.randn(5, 2, 3, dtype=dtype))
     assert len(calls) == int(used)
 
@@ -91,8 +95,6 @@ def test_which_dtypes_use_the_kernels(dtype, used, monkeypatch):
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("num_gates", [3, 4])
 def test_gate_norm_equals_the_reference(num_gates, bias, threads, monkeypatch):
-    from rnnkit.cells.base import _gate_norm
-
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # the kernel's own row split
     gen = torch.Generator().manual_seed(0)
     H = 5
@@ -101,16 +103,13 @@ def test_gate_norm_equals_the_reference(num_gates, bias, threads, monkeypatch):
     b = torch.randn(num_gates * H, generator=gen, dtype=torch.float64).requires_grad_() if bias else None
     leaves = [z, gain] + [b] * bias
     weights = torch.randn(z.shape, generator=gen, dtype=torch.float64)
-    with fused.kernels(True):
-        got = fused.gate_norm(z, gain, num_gates, b)
-        got_grads = torch.autograd.grad((got * weights).sum(), leaves)
-        assert torch.autograd.gradcheck(lambda *a: fused.gate_norm(a[0], a[1], num_gates, a[2] if bias else None),
-                                        (z, gain, b))
-    expected = _gate_norm(z, gain, num_gates) + (0 if b is None else b)
+    got = gate_norm(z, gain, num_gates, b)
+    got_grads = torch.autograd.grad((got * weights).sum(), leaves)
+    assert torch.autograd.gradcheck(lambda *a: gate_norm(a[0], a[1], num_gates, a[2] if bias else None), (z, gain, b))
+    expected = reference_gate_norm(z, gain, num_gates) + (0 if b is None else b)
     expected_grads = torch.autograd.grad((expected * weights).sum(), leaves)
     for a, e in zip([got, *got_grads], [expected, *expected_grads]):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
     z32, gain32 = z.detach().float().requires_grad_(), gain.detach().float().requires_grad_()
-    with fused.kernels(True):
-        out32 = fused.gate_norm(z32, gain32, num_gates)
-    torch.testing.assert_close(out32, _gate_norm(z32, gain32, num_gates), rtol=1e-5, atol=1e-5)
+    out32 = gate_norm(z32, gain32, num_gates)
+    torch.testing.assert_close(out32, reference_gate_norm(z32, gain32, num_gates), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,288 @@
+"""Fused element-wise CPU kernels for the fused LSTM and GRU, compiled at first use.
+
+Each step of the fused LSTM and GRU runs one matrix product (torch's) and then ~10-25 small
+element-wise torch operations of 1-5 us each; at small sizes those dominate. The kernels in
+``csrc/`` do a step's element-wise work (gates, layer norms, peepholes, masks; forward and
+backward) in one call:
+
+- ``common.h``: the float32/float64 maths, the layer-norm moments and the argument structs;
+- ``lstm.cpp``, ``gru.cpp``, ``gate_norm.cpp``: the kernels, each exported for both dtypes
+  (``lstm_forward_f32``, ``lstm_forward_f64``, ...);
+- ``layout.cpp``: ``rnnkit_layout_lstm_args``, ``rnnkit_layout_gru_args`` and
+  ``rnnkit_layout_norm_args``, which describe the structs to this loader.
+
+**Build.** The sources are plain C++ (no torch headers), shipped as package data, and compiled
+with the machine's C++ compiler (``$CXX``, else ``c++``/``g++``/``clang++``) in one invocation
+over every ``.cpp`` file into one shared library. Nothing needs a compiler at install time.
+
+**Cache.** The library is cached under ``$RNNKIT_CACHE`` (default ``~/.cache/rnnkit``) as
+``fused_kernels_<key>.so``, the key a hash of every source and header file (name and content),
+the flags, the compiler and the CPU (the code is built with ``-march=native``). A changed
+source therefore builds a new library; concurrent builders each compile in a temporary folder
+and one atomic rename wins.
+
+**Layout check.** Python fills the C++ structs through ctypes copies (``LSTMArgs``, ``GRUArgs``,
+``NormArgs``); a field changed on one side only would make a kernel read the wrong pointer.
+So after loading, the loader checks that every kernel it calls is exported, and compares each
+struct with the library's own description of it (its size, and each field's name, offset and
+size, in declaration order, from ``rnnkit_layout_*``). A library that lacks a symbol or
+disagrees is refused, with one warning that names the struct and the first differing field.
+
+**Fallback.** Without a compiler, with a failed build, with a refused library, with
+``RNNKIT_KERNELS=0`` (or ``set_enabled(False)``), or for dtypes other than float32/float64,
+``kernels_for`` returns None and the fused layers run the same steps with torch operations.
+The float32 kernels use their own vectorisable ``exp`` (Cephes' polynomial), so sigmoid and
+tanh are within a few ulp of the exact values, as torch's are, but not bit for bit the same as
+torch's; float64 uses ``std::exp`` and ``std::tanh``.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.resources
+import itertools
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["LSTMArgs", "GRUArgs", "NormArgs", "pointer", "set_enabled", "kernels_for", "suffix", "load"]
+
+log = logging.getLogger(__name__)
+
+_CSRC = importlib.resources.files(__package__) / "csrc"  # the C++ sources and headers (package data)
+_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC", "-std=c++14", "-pthread"]
+
+
+class LSTMArgs(ctypes.Structure):
+    """``LSTMArgs`` of ``csrc/common.h``: one LSTM sequence's buffers, gates i, f, g, o; the
+    shapes of the buffers are commented there. Null pointers: not used."""
+
+    _fields_ = [("T", ctypes.c_int64), ("B", ctypes.c_int64), ("H", ctypes.c_int64), ("eps", ctypes.c_double)] + [
+        (name, ctypes.c_void_p) for name in (
+            "gx", "acts", "z", "rstd_hh", "gain_hh", "peep", "ln_w", "ln_b", "stats_c", "h0", "hs", "cs", "tcs",
+            "keep", "d_out", "dh", "dc", "carry", "dG", "dZ", "d_cout", "scratch",
+        )
+    ]
+
+
+class GRUArgs(ctypes.Structure):
+    """``GRUArgs`` of ``csrc/common.h``: one GRU sequence's buffers, gates r, z, n; the shapes
+    of the buffers are commented there. Null pointers: not used."""
+
+    _fields_ = [("T", ctypes.c_int64), ("B", ctypes.c_int64), ("H", ctypes.c_int64), ("eps", ctypes.c_double)] + [
+        (name, ctypes.c_void_p) for name in (
+            "gx", "h0", "hs", "acts", "zp", "zn", "rstd", "gain", "bias", "ghn", "rh", "keep",
+            "d_out", "dh", "carry", "dG", "dGh", "dZ", "dZn", "drh", "scratch",
+        )
+    ]
+
+
+class NormArgs(ctypes.Structure):
+    """``NormArgs`` of ``csrc/common.h``: the per-gate layer norm of a whole (rows, H) tensor,
+    row r in gate r % gates."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in ("rows", "H", "gates", "threads")] + [("eps", ctypes.c_double)] + [
+        (name, ctypes.c_void_p) for name in ("z", "out", "xhat", "rstd", "gain", "bias", "dy", "dz", "d_gain", "d_bias")
+    ]
+
+
+# What the library must export, each kernel as <name>_f32 and <name>_f64. Step kernels take
+# (const Args*, int64_t t), the gate norm kernels (const Args*); all return nothing.
+_DTYPES = ("f32", "f64")
+_STEP_KERNELS = {
+    "lstm_forward": LSTMArgs, "lstm_backward": LSTMArgs, "gru_forward": GRUArgs, "gru_backward": GRUArgs,
+    "gru_forward_a": GRUArgs, "gru_forward_b": GRUArgs, "gru_backward_b": GRUArgs, "gru_backward_c": GRUArgs,
+}
+_WHOLE_KERNELS = {"gate_norm_forward": NormArgs, "gate_norm_backward": NormArgs}
+# The library's description of each struct (layout.cpp): int64_t f(int64_t* out, const char** names, int64_t n).
+_LAYOUTS = {"rnnkit_layout_lstm_args": LSTMArgs, "rnnkit_layout_gru_args": GRUArgs, "rnnkit_layout_norm_args": NormArgs}
+
+
+def pointer(t: Tensor | None) -> int | None:
+    """The data pointer of a contiguous tensor, None (a null pointer: not used) for None."""
+    if t is None:
+        return None
+    assert t.is_contiguous()
+    return t.data_ptr()
+
+
+_lock = threading.Lock()
+_library = None  # the loaded library, False once it failed (then never tried again)
+_enabled = os.environ.get("RNNKIT_KERNELS", "1") != "0"
+
+
+def set_enabled(value: bool) -> bool:
+    """Use the kernels (True) or torch operations (False); returns the previous setting."""
+    global _enabled
+    previous, _enabled = _enabled, bool(value)
+    return previous
+
+
+def kernels_for(like: Tensor) -> ctypes.CDLL | None:
+    """The loaded library if the kernels apply to tensors like ``like`` (CPU, float32/64), else None."""
+    if not _enabled or like.device.type != "cpu" or like.dtype not in (torch.float32, torch.float64):
+        return None
+    return load() or None
+
+
+def suffix(dtype: torch.dtype) -> str:
+    """The suffix of the kernels for ``dtype``: ``lstm_forward_`` + ``suffix(x.dtype)``."""
+    return "f32" if dtype == torch.float32 else "f64"
+
+
+def load() -> ctypes.CDLL | Literal[False]:
+    """The library (a ``ctypes.CDLL``), built or taken from the cache on the first call, or False
+    if it cannot be built or is refused; then one warning says why, and later calls return False
+    without trying again."""
+    global _library
+    if _library is not None:
+        return _library
+    with _lock:
+        if _library is None:
+            try:
+                _library = _open(_build())
+            except (OSError, subprocess.SubprocessError, _Refused) as e:
+                log.warning("rnnkit: fused CPU kernels unavailable (%s); using torch operations", e)
+                _library = False
+    return _library
+
+
+class _Refused(Exception):
+    """A library that loaded but whose kernels must not be called: a kernel or a struct
+    description is missing, or a struct's layout differs from its ctypes copy."""
+
+
+def _sources(directory=None) -> dict[str, bytes]:
+    """Every C++ source and header of ``directory`` (default: the package's ``csrc``), by name."""
+    directory = _CSRC if directory is None else directory
+    try:
+        files = {f.name: f.read_bytes() for f in directory.iterdir() if f.name.endswith((".cpp", ".h"))}
+    except OSError as e:
+        raise OSError(f"cannot read the C++ sources in {directory}: {e}") from e
+    if not any(name.endswith(".cpp") for name in files):
+        raise OSError(f"no C++ sources (*.cpp) in {directory}, found {sorted(files) or 'nothing'}")
+    return dict(sorted(files.items()))
+
+
+def _cpu_key() -> str:
+    """What the compiled code depends on besides the source: the CPU's features (-march=native)."""
+    text = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            text += "".join(line for line in f if line.startswith(("flags", "Features", "model name")))
+    except OSError:
+        pass
+    return text
+
+
+def _compiler() -> str | None:
+    """The C++ compiler to build with: ``$CXX``, else the first of c++, g++, clang++ on the PATH."""
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cache_key(sources: dict[str, bytes], compiler: str) -> str:
+    """A hash of everything the library depends on: each file's name (``#include`` finds files by
+    name) and content, the flags, the compiler and the CPU."""
+    digest = hashlib.sha256()
+    for name, content in sources.items():
+        digest.update(name.encode() + b"\0" + content + b"\0")
+    digest.update("\n".join([" ".join(_FLAGS), compiler, _cpu_key()]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _cache_dir() -> Path:
+    """``$RNNKIT_CACHE``, else ``rnnkit`` in ``$XDG_CACHE_HOME`` or ``~/.cache``."""
+    cache = os.environ.get("RNNKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rnnkit"
+    return Path(cache)
+
+
+def _build() -> Path:
+    """The path of the library built from the package's sources, compiled unless cached."""
+    compiler = _compiler()
+    if compiler is None:
+        raise OSError("no C++ compiler found ($CXX, c++, g++, clang++)")
+    sources = _sources()
+    cache = _cache_dir()
+    path = cache / f"fused_kernels_{_cache_key(sources, compiler)}.so"
+    if path.exists():
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        # Compile the very bytes that were hashed, not the package files, which could change meanwhile.
+        for name, content in sources.items():
+            (Path(tmp) / name).write_bytes(content)
+        units = [str(Path(tmp) / name) for name in sources if name.endswith(".cpp")]
+        out = Path(tmp) / "kernels.so"
+        result = subprocess.run([compiler, *_FLAGS, *units, "-o", str(out)], capture_output=True, text=True,
+                                timeout=300)
+        if result.returncode != 0:
+            errors = [line for line in result.stderr.splitlines() if "error" in line] or result.stderr.splitlines()
+            raise OSError(f"{compiler} failed with exit code {result.returncode}: {errors[0] if errors else 'no output'}")
+        os.replace(out, path)  # atomic: concurrent builders each write their own, one wins
+    log.info("rnnkit: compiled fused CPU kernels into %s", path)
+    return path
+
+
+def _open(path: Path) -> ctypes.CDLL:
+    """The library at ``path``, once it is known to export every kernel and to agree with the
+    ctypes structs; raises ``_Refused`` otherwise."""
+    lib = ctypes.CDLL(str(path))
+    kernels = {**_STEP_KERNELS, **_WHOLE_KERNELS}
+    expected = [f"{name}_{dtype}" for name in kernels for dtype in _DTYPES] + list(_LAYOUTS)
+    missing = [symbol for symbol in expected if not hasattr(lib, symbol)]
+    if missing:
+        raise _Refused(f"{path.name} does not export {', '.join(missing)}, which {__name__} calls "
+                       f"({len(expected) - len(missing)} of the {len(expected)} expected symbols are there)")
+    for symbol, struct in _LAYOUTS.items():
+        difference = _layout_difference(struct, *_describe(lib, symbol))
+        if difference:
+            raise _Refused(f"{struct.__name__} differs from the library's ({path.name}): {difference}")
+    for name, struct in kernels.items():
+        for dtype in _DTYPES:
+            fn = getattr(lib, f"{name}_{dtype}")
+            fn.argtypes = [ctypes.POINTER(struct)] + [ctypes.c_int64] * (name in _STEP_KERNELS)
+            fn.restype = None
+    return lib
+
+
+def _describe(lib: ctypes.CDLL, symbol: str) -> tuple[int, list[tuple[str, int, int]]]:
+    """A struct as the compiler laid it out: its size and its fields' (name, offset, size), in
+    declaration order, from the library's ``symbol`` (see ``csrc/layout.cpp``)."""
+    fn = getattr(lib, symbol)
+    fn.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_char_p), ctypes.c_int64]
+    fn.restype = ctypes.c_int64
+    n = fn(None, None, 0)  # how many fields
+    if not 0 <= n <= 1024:
+        raise _Refused(f"{symbol} reports {n} fields, expected between 0 and 1024")
+    out, names = (ctypes.c_int64 * (1 + 2 * n))(), (ctypes.c_char_p * n)()
+    fn(out, names, n)
+    fields = [(names[k].decode(), out[1 + 2 * k], out[2 + 2 * k]) for k in range(n)]
+    return out[0], fields
+
+
+def _layout_difference(struct: type[ctypes.Structure], size: int, fields: list[tuple[str, int, int]]) -> str | None:
+    """Where ``struct`` differs from the library's description (size, fields), first field first;
+    None if they agree."""
+    ours = [(name, getattr(struct, name).offset, getattr(struct, name).size) for name, *_ in struct._fields_]
+
+    def text(field):
+        return "nothing" if field is None else f"{field[0]!r} (offset {field[1]}, {field[2]} bytes)"
+
+    for k, (theirs_k, ours_k) in enumerate(itertools.zip_longest(fields, ours)):
+        if theirs_k != ours_k:
+            return f"field {k} is {text(theirs_k)} in the library, {text(ours_k)} in {__name__}"
+    if size != ctypes.sizeof(struct):
+        return f"its size is {size} bytes in the library, {ctypes.sizeof(struct)} in {__name__}"
+    return None
