@@ -5,7 +5,7 @@ same chronological split and scaler; the ARIMA model saved in preprocess.json), 
 prints one table row per method: RMSE and MAE over every step of every test window, then
 the RMSE of the first and the last step of the horizon. ``--arima p,d,q[,P,D,Q]`` adds an
 extra ARIMA of that order (fitted on everything before the test part). ``--plot`` writes
-the history / truth / forecasts figure (``rnnkit.tasks.forecast.plot_forecast``).
+the history / truth / forecasts figure (``rnnkit.viz.forecast_plots.plot_forecast``).
 
     python benchmarks/forecast_baselines.py /tmp/fc-sun --plot docs/plots/forecast-sunspots.png
     python benchmarks/forecast_baselines.py /tmp/fc-sun --arima 8,0,1 --json row.json
@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 import rnnkit
-from rnnkit.tasks.forecast import ArimaSpec, parse_arima, arima_forecast, fit_arima, plot_forecast
+from rnnkit.models.baselines import ArimaSpec, parse_arima, arima_forecast, fit_arima
+from rnnkit.viz.forecast_plots import plot_forecast
 from rnnkit.training import TrainConfig
 
 

@@ -22,7 +22,7 @@ import torch
 
 from rnnkit.tasks.tagging import TaggingOptions, TaggingTask
 from rnnkit.training import TrainConfig
-from rnnkit.training.run import train
+from rnnkit.runs import train
 
 CONFIGS = {
     "uni-softmax": {"bidirectional": False, "crf": False},

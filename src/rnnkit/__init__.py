@@ -8,7 +8,7 @@ from . import cells, viz
 from .cells import GRUCell, LSTMCell, RNNCell
 from .layers import GRU, LSTM, RNN, Recurrent
 from .streaming import CTCStreamDecoder, Stream
-from .training.run import load
+from .runs import load
 
 __version__ = "0.1.0"
 

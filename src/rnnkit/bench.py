@@ -85,7 +85,7 @@ def standard_cases() -> list[Case]:
 
 
 def variant_cases() -> list[Case]:
-    """The variants on rnnkit's fused path, each against torch.nn's *standard LSTM* (issue 7)."""
+    """The variants on rnnkit's sequence backends, each against torch.nn's *standard LSTM* (issue 7)."""
     from . import layers as rnnkit  # the layers under the names users write
 
     def lstm(h):

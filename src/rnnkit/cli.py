@@ -1,8 +1,11 @@
 """The ``rnnkit`` command: tasks, train, evaluate, predict, generate.
 
-Flags map onto typed dataclasses (``TrainConfig`` and each task's ``Options``): every field
-is a ``--flag`` of its type; a TOML file given with ``--config`` sets fields too, and flags
-given on the command line win. User errors print one line and exit with status 2.
+It knows no task: flags map onto typed dataclasses that each task declares (``TrainConfig``
+and the task's ``Options`` for ``train TASK``; its ``PredictOptions`` for ``predict RUN``;
+its ``GenerateOptions`` for ``generate RUN``): every field is a ``--flag`` of its type. For
+``train`` a TOML file given with ``--config`` sets fields too, and flags given on the
+command line win. ``predict`` and ``generate`` read the run's task from ``RUN`` (the first
+argument) before their flags. User errors print one line and exit with status 2.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print("rnnkit: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # user errors: one line, no traceback
-        from .training.trainer import TrainingStopped
+        from .training import TrainingStopped
 
         if os.environ.get("RNNKIT_DEBUG") or not isinstance(e, (ValueError, TypeError, OSError, TrainingStopped)):
             raise
@@ -57,29 +60,23 @@ def _dispatch(argv: list[str]) -> int:
     ev.add_argument("run_dir", metavar="DIR")
     ev.add_argument("--data", metavar="PATH", help="a data file in the task's format (default: the run's test split)")
     ev.add_argument("--json", action="store_true", help="print JSON")
-    pr = sub.add_parser("predict", help="classify / tag / translate / transcribe / forecast inputs")
-    pr.add_argument("run_dir", metavar="DIR")
-    pr.add_argument("inputs", metavar="INPUT", nargs="*")
-    pr.add_argument("--horizon", type=_positive_int, help="steps to forecast (forecasting tasks)")
-    ge = sub.add_parser("generate", help="sample text from a trained language model")
-    ge.add_argument("run_dir", metavar="DIR")
-    ge.add_argument("--prime", default="", help="text to start from")
-    ge.add_argument("--length", type=_positive_int, default=200)
-    ge.add_argument("--temperature", type=_positive_float, default=1.0)
-    ge.add_argument("--top-k", type=_non_negative_int, default=0, help="sample from the k likeliest (0 = all)")
+    sub.add_parser("predict", help="classify / tag / translate / transcribe / forecast inputs: "
+                                   "rnnkit predict RUN INPUT... [the task's options]", add_help=False)
+    sub.add_parser("generate", help="sample text from a trained language model: rnnkit generate RUN [options]",
+                   add_help=False)
     for name, (module, help_text) in _COMMANDS.items():
         _command_module(module).add_arguments(sub.add_parser(name, help=help_text))
-    if argv[:1] == ["train"]:
-        return _train(argv[1:])
-    if argv[:1] == ["predict"]:  # intermixed: `predict RUN --horizon 3 5 6` reads 5 and 6 as inputs
-        return _predict(pr.parse_intermixed_args(argv[1:]))
+    # These parse their own arguments: their flags are those of the task named by TASK or RUN.
+    own_parsers = {"train": _train, "predict": _predict, "generate": _generate}
+    if argv[:1] and argv[0] in own_parsers:
+        return own_parsers[argv[0]](argv[1:])
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
     if args.command in _COMMANDS:
         return _command_module(_COMMANDS[args.command][0]).run(args)
-    return {"tasks": _tasks, "evaluate": _evaluate, "predict": _predict, "generate": _generate}[args.command](args)
+    return {"tasks": _tasks, "evaluate": _evaluate}[args.command](args)
 
 
 def _command_module(name: str):
@@ -89,7 +86,7 @@ def _command_module(name: str):
 
 
 def _tasks(args) -> int:
-    from .tasks.base import all_tasks
+    from .tasks import all_tasks
 
     tasks = all_tasks()
     for name in sorted(tasks):
@@ -99,9 +96,9 @@ def _tasks(args) -> int:
 
 
 def _train(argv: list[str]) -> int:
-    from .tasks.base import all_tasks, get_task
-    from .training.run import train
-    from .training.trainer import TrainConfig
+    from .runs import train
+    from .tasks import all_tasks, get_task
+    from .training import TrainConfig
 
     tasks = all_tasks()
     if not argv or argv[0].startswith("-"):
@@ -142,44 +139,108 @@ def _train(argv: list[str]) -> int:
 
 
 def _evaluate(args) -> int:
-    from .training.run import evaluate
+    from .runs import evaluate
 
     metrics = evaluate(args.run_dir, args.data)
     print(json.dumps(metrics) if args.json else "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
     return 0
 
 
-def _predict(args) -> int:
-    from .training.run import load
+def _predict(argv: list[str]) -> int:
+    from .runs import load
 
-    options = {"horizon": args.horizon} if args.horizon is not None else {}
-    for row in load(args.run_dir).predict(args.inputs, **options):
+    task_cls = _run_task(argv)
+    parser = _run_parser("predict", "Predict with a trained run: one JSON line per input.", task_cls,
+                         "PredictOptions", argv)
+    parser.add_argument("inputs", metavar="INPUT", nargs="*", default=[],
+                        help="what to predict on, in the task's format (an image, a sentence, numbers, ...)")
+    options = vars(parser.parse_intermixed_args(argv))  # `predict RUN --horizon 3 5 6`: 5 and 6 are inputs
+    run_dir, inputs = options.pop("run_dir"), options.pop("inputs")
+    for row in load(run_dir).predict(inputs, **options):
         print(json.dumps(row))
     return 0
 
 
-def _generate(args) -> int:
-    from .training.run import load
+def _generate(argv: list[str]) -> int:
+    from .runs import load
 
-    for piece in load(args.run_dir).stream(args.prime, args.length, args.temperature, args.top_k):
+    task_cls = _run_task(argv)
+    if task_cls is not None and task_cls.GenerateOptions is None:
+        raise ValueError(f"task {task_cls.name} does not generate text; use `rnnkit predict`")
+    parser = _run_parser("generate", "Sample text from a trained run, printed as it comes.", task_cls,
+                         "GenerateOptions", argv)
+    options = vars(parser.parse_args(argv))
+    for piece in load(options.pop("run_dir")).stream(**options):
         print(piece, end="", flush=True)
     print()
     return 0
 
 
+def _run_task(argv: list[str]):
+    """The task class of the run named by the first argument that is not a flag; None if there is none."""
+    from .runs import task_class
+
+    run_dir = next((a for a in argv if not a.startswith("-")), None)
+    return None if run_dir is None else task_class(run_dir)
+
+
+def _run_parser(command: str, description: str, task_cls, attr: str, argv: list[str]) -> argparse.ArgumentParser:
+    """A parser for ``rnnkit COMMAND RUN``: RUN and the flags of the run's task's ``attr`` dataclass.
+
+    Without a RUN (``rnnkit predict --help``) the help lists every task's flags instead.
+    """
+    epilog = _options_by_task(command, attr) if task_cls is None and any(a in ("-h", "--help") for a in argv) else None
+    parser = _Parser(prog=f"rnnkit {command}", description=description, epilog=epilog,
+                     formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
+    parser.add_argument("run_dir", metavar="RUN", help="a run directory (from rnnkit train)")
+    options_cls = getattr(task_cls, attr, None)
+    if options_cls is not None:
+        _add_dataclass_flags(parser.add_argument_group(f"{task_cls.name} options"), options_cls)
+    return parser
+
+
+def _options_by_task(command: str, attr: str) -> str:
+    """The flags each task takes after ``rnnkit COMMAND RUN`` (for the help without a RUN)."""
+    from .tasks import all_tasks
+
+    lines, plain = [], []
+    for name, cls in sorted(all_tasks().items()):
+        options_cls = getattr(cls, attr)
+        if options_cls is None:
+            continue
+        flags = " ".join(_flag_usage(f) for f in dataclasses.fields(options_cls))
+        if flags:
+            lines.append(f"  {name:12s} {flags}")
+        else:
+            plain.append(name)
+    if plain:
+        lines.append(f"  {', '.join(plain)}: none")
+    if not lines:
+        return f"no task {command}s"
+    return f"the options of each run's task (`rnnkit {command} RUN --help` explains them):\n" + "\n".join(lines)
+
+
 # -- dataclasses <-> flags ---------------------------------------------------------------------
 
 def _add_dataclass_flags(group, cls, defaults: dict | None = None) -> None:
-    """One flag per field; the help shows the default in force (the task's own where it sets one)."""
+    """One flag per field; the help shows the field's ``metadata["help"]`` (if any) and the
+    default in force (the task's own where it sets one)."""
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         kind = _field_type(f)
         default = (defaults or {}).get(f.name, f.default)
+        about = f"{f.metadata['help']}; " if "help" in f.metadata else ""
         if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, dest=f.name, help=f"default {default}")
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, dest=f.name, help=f"{about}default {default}")
         else:
             group.add_argument(flag, type=_typed(kind, flag), dest=f.name, metavar=kind.__name__.upper(),
-                               help=f"default {default!r}")
+                               help=f"{about}default {default!r}")
+
+
+def _flag_usage(f) -> str:
+    flag = "--" + f.name.replace("_", "-")
+    kind = _field_type(f)
+    return f"--[no-]{flag[2:]}" if kind is bool else f"{flag} {kind.__name__.upper()}"
 
 
 def _field_type(f) -> type:
@@ -238,24 +299,6 @@ def _saved_config(out: Path, task: str) -> dict:
     if not isinstance(saved.get("options"), dict) or not isinstance(saved.get("train"), dict):
         raise ValueError(f"--resume: {out}/config.json is not an rnnkit run config (no options/train)")
     return {**saved["options"], **saved["train"]}
-
-
-def _number(kind: type, minimum: float, strict: bool, wanted: str):
-    """An argparse type: text -> kind, at least (or, if strict, above) minimum."""
-    def convert(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-        if not (value > minimum if strict else value >= minimum):
-            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
-        return value
-    return convert
-
-
-_positive_int = _number(int, 1, False, "a positive integer")
-_non_negative_int = _number(int, 0, False, "an integer >= 0")
-_positive_float = _number(float, 0, True, "a number > 0")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 
 from rnnkit.data.datasets.ner import (AMBIGUOUS_READINGS, AMBIGUOUS_WORDS, FAKER_VERSION, TEMPLATES, NerSentence,
                                       generate_ner, mark_ambiguous, read_conll, split_templates, tokenize, write_conll)
-from rnnkit.training.metrics import convert_scheme, entities
+from rnnkit.data.tags import convert_scheme, entities
 
 CONLL_2003 = """-DOCSTART- -X- -X- O
 

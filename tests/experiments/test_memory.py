@@ -6,7 +6,7 @@ import pytest
 
 from rnnkit.cli import main
 from rnnkit.experiments.memory import MemoryExperimentConfig, run_memory_experiment
-from rnnkit.training.run import evaluate
+from rnnkit.runs import evaluate
 
 TINY = dict(hidden_size=16, lr=1e-2, eval_every=20, val_size=100, test_size=200, max_minutes=0)
 

@@ -13,7 +13,7 @@ import rnnkit
 from rnnkit.data.datasets.shakespeare import strip_markdown
 from rnnkit.models import LanguageModel, LanguageModelConfig, sample
 from rnnkit.tasks.charlm import CharLMOptions, CharLMTask
-from rnnkit.training.run import train
+from rnnkit.runs import train
 from rnnkit.training.trainer import TrainConfig
 
 PLAY = """# Othello

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 import rnnkit
 from rnnkit.tasks.digits import DigitsOptions
 from rnnkit.training import TrainConfig
-from rnnkit.training.run import train
+from rnnkit.runs import train
 
 CONFIG = dict(epochs=2, lr=0.02, batch_size=64)  # 46 steps
 

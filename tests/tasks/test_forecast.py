@@ -15,12 +15,12 @@ from rnnkit.cli import main as cli_main
 from rnnkit.data.datasets import series as series_module
 from rnnkit.data.datasets.series import load_series, read_csv_series
 from rnnkit.models.forecaster import Forecaster, ForecasterConfig
-from rnnkit.tasks.forecast import (
-    ArimaSpec, ForecastOptions, ForecastTask, arima_forecast, fit_arima, naive_forecast, parse_arima,
-    plot_forecast, seasonal_naive_forecast,
-)
+from rnnkit.models.baselines import (ArimaSpec, arima_forecast, fit_arima, naive_forecast, parse_arima,
+                                    seasonal_naive_forecast)
+from rnnkit.tasks.forecast import ForecastOptions, ForecastTask
+from rnnkit.viz.forecast_plots import plot_forecast
 from rnnkit.training import TrainConfig
-from rnnkit.training.run import evaluate, train
+from rnnkit.runs import evaluate, train
 
 HAS_STATSMODELS = importlib.util.find_spec("statsmodels") is not None
 HAS_PMDARIMA = importlib.util.find_spec("pmdarima") is not None
@@ -275,9 +275,9 @@ def test_integrating_the_true_differences_gives_back_the_targets(tmp_path, optio
     steps = origin[:, None] + np.arange(task.options.horizon)  # (n, H)
     z_true = u_full[steps] - (u_full[steps - lag] if lag else 0)  # (n, H)
     z_scaled = (torch.from_numpy(z_true) - batch["loc"][:, None]) / batch["scale"][:, None]
-    u_hat = task._integrate(z_scaled, batch["anchor"], batch["loc"], batch["scale"])
+    u_hat = task.integrate(z_scaled, batch["anchor"], batch["loc"], batch["scale"])
     torch.testing.assert_close(u_hat, batch["u"])
-    torch.testing.assert_close(task._to_y(batch["u"]), batch["y"])
+    torch.testing.assert_close(task.undo_log(batch["u"]), batch["y"])
 
 
 def test_too_short_a_series_says_which_part_and_what_to_change(tmp_path):

@@ -14,7 +14,7 @@ from rnnkit.data.datasets.memory import (ADDING_BASELINE_MSE, GeneratedData, Gen
 from rnnkit.tasks.adding import AddingOptions, AddingTask
 from rnnkit.tasks.copying import CopyOptions, CopyTask
 from rnnkit.training import TrainConfig
-from rnnkit.training.run import load, train
+from rnnkit.runs import load, train
 
 
 # -- the adding problem ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 import rnnkit
 from rnnkit.data.datasets.idx import read_idx, read_idx_folder
 from rnnkit.tasks.mnist import MnistOptions, MnistTask
-from rnnkit.training.run import train
+from rnnkit.runs import train
 from rnnkit.training.trainer import TrainConfig
 
 
@@ -93,7 +93,7 @@ def test_mnist_on_an_idx_folder_learns_and_predicts(tmp_path):
     rows = rnnkit.load(tmp_path / "run").predict([str(tmp_path / "q3.png")])
     assert rows[0]["label"] == "3"
     # evaluate on the folder's test pair
-    metrics = rnnkit.training.run.evaluate(tmp_path / "run", str(folder))
+    metrics = rnnkit.runs.evaluate(tmp_path / "run", str(folder))
     assert metrics["data_accuracy"] == pytest.approx(summary["test_accuracy"])
 
 

@@ -17,7 +17,7 @@ from rnnkit.data.datasets.reviews import load_fine_food, read_text_table
 from rnnkit.tasks.sentiment import (SentimentOptions, SentimentTask, confusion_counts, cooccurrence_embeddings,
                                     load_text_splits, macro_f1, tfidf_baseline)
 from rnnkit.training import TrainConfig
-from rnnkit.training.run import train
+from rnnkit.runs import train
 
 FILLER = "the a this it was is food taste box bag price order coffee tea snack really very quite".split()
 
@@ -303,7 +303,7 @@ def test_predict_from_the_command_line(run):
 
 
 def test_evaluate_on_a_data_file(run, tmp_path):
-    from rnnkit.training.run import evaluate
+    from rnnkit.runs import evaluate
 
     run_dir, _ = run
     texts, labels = _texts(40, SIGNALS, seed=5)

@@ -18,7 +18,7 @@ from rnnkit.data.datasets import spoken_digits as sd  # noqa: E402
 from rnnkit.models.ctc import ctc_greedy_decode, ctc_prefix_beam_search  # noqa: E402
 from rnnkit.tasks.speech import SpeechOptions, SpeechTask, min_ctc_steps, speech_tokens  # noqa: E402
 from rnnkit.training import TrainConfig  # noqa: E402
-from rnnkit.training.run import train  # noqa: E402
+from rnnkit.runs import train  # noqa: E402
 
 # Short utterances (1-2 digits), word labels, a small model: learns in a few seconds.
 TINY = dict(train_size=240, val_size=40, test_size=40, min_digits=1, max_digits=2, labels="words",
@@ -152,7 +152,7 @@ def test_predict_and_errors_from_the_command_line(run, tmp_path):
 
 
 def test_evaluate_on_a_table_of_recordings(run, tmp_path):
-    from rnnkit.training.run import evaluate
+    from rnnkit.runs import evaluate
 
     root, _ = run
     _wav(tmp_path / "a.wav", "one four", "en", 16000)

@@ -16,7 +16,7 @@ from rnnkit.models.tagger import word_case
 from rnnkit.tasks.tagging import TaggingOptions, TaggingTask, load_sentences
 from rnnkit.training import TrainConfig
 from rnnkit.training.metrics import entity_counts, precision_recall_f1
-from rnnkit.training.run import evaluate, train
+from rnnkit.runs import evaluate, train
 
 TINY = dict(embedding_dim=16, char_embedding_dim=8, char_channels=12, hidden_size=16, dropout=0.0)
 SMALL_DATA = dict(train_sentences=300, val_sentences=60, test_sentences=100)

@@ -13,7 +13,7 @@ import rnnkit
 from rnnkit.tasks.translate import (HYPHEN, TranslateOptions, TranslateTask, bleu_from_stats, bleu_stats,
                                     plot_attention, translation_detokenize, translation_tokenize)
 from rnnkit.training import TrainConfig
-from rnnkit.training.run import evaluate, train
+from rnnkit.runs import evaluate, train
 
 pytest.importorskip("num2words", reason="the default translate data needs num2words (pip install num2words)")
 pytest.importorskip("sacrebleu", reason="translate's BLEU needs sacrebleu (pip install sacrebleu)")

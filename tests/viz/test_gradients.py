@@ -9,7 +9,8 @@ from rnnkit.data.datasets.memory import adding_problem, copy_task
 from rnnkit.models import SequenceClassifier, ClassifierConfig
 from rnnkit.tasks.adding import AddingOptions, AddingTask
 from rnnkit.tasks.copying import CopyOptions, CopyTask
-from rnnkit.viz.gradients import compare_cells, gradient_flow, plot_gradient_flow
+from rnnkit.experiments.gradient_flow import compare_cells
+from rnnkit.viz.gradients import gradient_flow, plot_gradient_flow
 
 
 def _adding(cell: str, T: int = 6, H: int = 3, B: int = 4, num_layers: int = 1, seed: int = 0):
@@ -199,12 +200,12 @@ def _probed_loss(step_fn, xs, state, probes, readout):
 @pytest.mark.parametrize("cell", ["peephole_lstm", "ln_lstm", "cho_gru", "ln_gru"])
 def test_variants_on_rnnkit_engine_equal_autograd(cell):
     task, model, batch = _adding(cell, T=5, H=3, B=4, seed=2)
-    view = model.rnn._views()[0]  # the layer's weights as a cell: project_input / step
-    xs = view.project_input(batch["x"].transpose(0, 1))  # (T, B, G)
+    cell_0 = model.rnn.cell(0)  # the layer's weights as a cell: project_input / step
+    xs = cell_0.project_input(batch["x"].transpose(0, 1))  # (T, B, G)
     zeros = torch.zeros(4, 3, dtype=torch.float64)
     state = (zeros, zeros) if "lstm" in cell else zeros
     probes = [torch.zeros(4, 3, dtype=torch.float64, requires_grad=True) for _ in range(5)]
-    loss = _probed_loss(view.step, xs, state, probes, lambda h: ((model.head(h)[:, 0] - batch["y"]) ** 2).sum())
+    loss = _probed_loss(cell_0.step, xs, state, probes, lambda h: ((model.head(h)[:, 0] - batch["y"]) ** 2).sum())
     assert loss.item() == pytest.approx(task.step(model, batch).loss_sum.item(), rel=1e-10)
     expected = torch.stack([g.norm(dim=1).mean() for g in torch.autograd.grad(loss, probes)])
     torch.testing.assert_close(gradient_flow(model, task, batch), expected.float(), rtol=1e-5, atol=1e-9)

@@ -12,7 +12,7 @@ import rnnkit
 from rnnkit.cells import LSTMCell
 from rnnkit.cli import main
 from rnnkit.tasks.charlm import CharLMOptions
-from rnnkit.training.run import train
+from rnnkit.runs import train
 from rnnkit.training.trainer import TrainConfig
 from rnnkit.viz.inspect import (FEATURES, GATES, inspect_text, record, text_features, unit_correlations, write_html,
                                 write_pngs)

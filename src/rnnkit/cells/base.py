@@ -133,7 +133,7 @@ def orthogonal_blocks_(weight_hh: Tensor, num_gates: int) -> None:
 
 # -- shared pieces of the equations ------------------------------------------------------------
 
-def gate_norm(z: Tensor, gain: Tensor, num_gates: int) -> Tensor:
+def gate_norm(z: Tensor, gain: Tensor, num_gates: int, eps: float = LN_EPS) -> Tensor:
     """Layer norm applied to each gate's pre-activation separately, then a per-unit gain.
 
     z: (..., G*H) -> (..., G*H). Normalising per gate (as TensorFlow's LayerNormBasicLSTMCell
@@ -143,7 +143,7 @@ def gate_norm(z: Tensor, gain: Tensor, num_gates: int) -> Tensor:
     H = z.shape[-1] // num_gates
     shape = z.shape
     zg = z.reshape(list(shape[:-1]) + [num_gates, H])  # (..., G, H)
-    zg = F.layer_norm(zg, [H], eps=LN_EPS)
+    zg = F.layer_norm(zg, [H], eps=eps)  # eps as an argument: TorchScript cannot read a global
     return zg.reshape(shape) * gain
 
 

@@ -1,14 +1,17 @@
 """``rnnkit export RUN --format onnx --out model.onnx``: a trained run's model as an ONNX file.
 
 The graph has dynamic batch and time axes; ``--lengths`` / ``--no-lengths`` choose whether it
-takes a ``lengths`` input (default: the task's, see ``rnnkit.export.EXPORTS``). A seq2seq
+takes a ``lengths`` input (default: the task's, as its ``export`` declaration says). A seq2seq
 run (translate) writes two graphs, ``<stem>.encoder.onnx`` and ``<stem>.decoder.onnx`` (one
 decoder step). Each file is checked with onnxruntime against rnnkit before the command
 reports it (``--no-verify`` skips that). Inputs, outputs and limits per task: docs/export.md.
+The work is ``rnnkit.exporting.export_onnx``'s (by task), over ``rnnkit.export`` (by model).
 """
 from __future__ import annotations
 
 import argparse
+
+from ..export import MIN_OPSET, OPSET
 
 __all__ = ["add_arguments", "run"]
 
@@ -22,17 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lengths", action=argparse.BooleanOptionalAction, default=None,
                         help="give the graph a lengths input (B,) (default: the task's; yes for sentiment, tagging, "
                              "speech, translate)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset version (default {OPSET})")
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check against rnnkit")
 
 
 def run(args) -> int:
     from pathlib import Path
 
-    from ..export import export_onnx
+    from ..exporting import export_onnx
 
-    if args.opset < 14:
-        raise ValueError(f"export: --opset must be >= 14 (ONNX LSTM/GRU with layouts rnnkit needs), got {args.opset}")
+    if args.opset < MIN_OPSET:
+        raise ValueError(f"export: --opset must be >= {MIN_OPSET} (ONNX LSTM/GRU with layouts rnnkit needs), "
+                         f"got {args.opset}")
     out = Path(args.out) if args.out else Path(args.run_dir) / "model.onnx"
     if not Path(args.run_dir).is_dir():
         raise ValueError(f"export: run directory {args.run_dir} does not exist")

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..training.run import load
+    from ..runs import load
     from ..viz.inspect import gradients_png, inspect_text, write_html, write_pngs
 
     run_model = load(args.run_dir)

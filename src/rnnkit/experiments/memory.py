@@ -101,7 +101,7 @@ def run_memory_experiment(config: MemoryExperimentConfig, out: str | Path,
     """
     import torch
 
-    from ..training.run import train
+    from ..runs import train
     from ..training.trainer import TrainConfig
 
     out = Path(out)
@@ -163,7 +163,7 @@ def _val_curve(metrics_path: Path, metric: str) -> list[tuple[int, float]]:
 
 def _trained_gradient_flow(run_dir: Path):
     """The gradient-flow curve (T,) of a trained run on the first 100 of its validation sequences."""
-    from ..training.run import load
+    from ..runs import load
     from ..viz.gradients import gradient_flow
 
     run = load(run_dir)

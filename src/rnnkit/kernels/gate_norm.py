@@ -25,7 +25,7 @@ def gate_norm(z: Tensor, gain: Tensor, num_gates: int, bias: Tensor | None = Non
     """``rnnkit.cells.base.gate_norm(z, gain, num_gates) (+ bias)``: layer norm of each gate's
     part of z (..., G*H) separately, times gain (G*H), plus bias (G*H) if given.
 
-    With the compiled kernels (float32/64 on CPU, the fused path on), forward is one pass over
+    With the compiled kernels (float32/64 on CPU, autocast off), forward is one pass over
     z and backward one pass over the gradient (the gain and bias gradients summed in it);
     otherwise the reference's torch operations under autograd. Once differentiable.
     """

@@ -1,28 +1,14 @@
 """A whole GRU sequence (one direction) with a hand-written backward: BPTT in one autograd node.
 
-The generic engine (``rnnkit.layers.recurrent``) loops ``gru_step`` in Python and lets autograd
-record every small operation of every step; its backward then replays them one node at a time.
-Here one ``torch.autograd.Function`` runs a whole sequence (the approach of Haste's CUDA
-kernels, written with torch operations):
+How and why (one Function per sequence, derivative factors for the whole sequence at once, the
+reverse-time loop holding only the recurrence) is in ``rnnkit.kernels.lstm_bptt``'s docstring;
+the same holds here. Two flavours, registered as two backends by ``rnnkit.layers.sequence``:
+``gru_sequence`` (torch operations, any device) and ``gru_kernel_sequence`` (each step's
+element-wise work in the compiled CPU kernels). Derived from ``rnnkit.cells.gru.gru_step`` (the
+reference) and tested against it.
 
-- forward: per step one ``h_tm1 @ W_hh^T`` added to the projected input, and in-place
-  element-wise gate math, writing into preallocated (T, B, ...) buffers the activated gates
-  and cell states that backward needs;
-- backward: the derivative factors of every step are computed once for the whole sequence,
-  so the reverse-time loop holds only what the recurrence needs: a few element-wise products
-  and one ``dG_t @ W_hh`` per step. The weight gradient is one (G, T*B) @ (T*B, H) product at
-  the end, and the gradient of the projected input is the whole ``dG`` (T, B, G): autograd
-  takes it back through ``W_ih``, the biases and the input outside this function.
-
-Two flavours, registered as two backends by ``rnnkit.layers.backends``: ``gru_sequence``
-(torch operations, any device) and ``gru_kernel_sequence`` (each step's element-wise work,
-forward and backward, in one call of the compiled CPU kernels of ``rnnkit.kernels.cpu``).
-They are derived from ``rnnkit.cells.gru.gru_step`` (the reference) and tested against it.
-
-Covered: both forms (``reset_after``), with or without layer norm. ``mask`` (T, B) bool:
-where False the state passes through unchanged, the output is 0, and backward sends the
-gradient straight through the state. Once differentiable (no double backward).
-Weight layout and gate order are torch.nn's: ``W_hh`` (3H, H), gates r, z, n.
+Covered: both forms (``reset_after``), with or without layer norm. Weight layout and gate order
+are torch.nn's: ``W_hh`` (3H, H), gates r, z, n.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ kernels, written with torch operations):
   the end, and the gradient of the projected input is the whole ``dG`` (T, B, G): autograd
   takes it back through ``W_ih``, the biases and the input outside this function.
 
-Two flavours, registered as two backends by ``rnnkit.layers.backends``: ``lstm_sequence``
+Two flavours, registered as two backends by ``rnnkit.layers.sequence``: ``lstm_sequence``
 (torch operations, any device) and ``lstm_kernel_sequence`` (each step's element-wise work,
 forward and backward, in one call of the compiled CPU kernels of ``rnnkit.kernels.cpu``).
 They are derived from ``rnnkit.cells.lstm.lstm_step`` (the reference) and tested against it.

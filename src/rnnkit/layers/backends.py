@@ -6,9 +6,16 @@ BPTT Functions on torch operations or on the compiled CPU kernels for one direct
 sequence, the streaming steps, the ONNX nodes of the export. Each registers a ``Backend`` that
 names
 
-- ``kind``: what it runs — "layer" (a whole stack, ``run(layer, batch, state)``), "sequence"
-  (one direction over time, ``run(config, weights, x, state0, mask)``), "stream" (one step at a
-  time, ``rnnkit.streaming``), "onnx" (an ONNX node, ``rnnkit.export``);
+- ``kind``: what it runs, and so how ``run`` is called —
+
+  - "layer": a whole stack, ``run(layer, batch, state) -> (output, state)`` (``layers.native``);
+  - "sequence": one direction over time, ``run(config, weights, x, state0, mask) -> (output,
+    state)`` (``layers.sequence``);
+  - "stream": one step at a time, ``run(config, weights, batch_size) -> step object``
+    (``rnnkit.streaming.steps``);
+  - "onnx": one layer (both directions) as an ONNX node, ``run(cells, x, lengths, state0) ->
+    (output, state)`` with ``cells`` the layer's ``BoundCell``s (``rnnkit.export.nodes``);
+
 - ``cell``: the cell type (a config's ``cell``: "rnn", "lstm", "gru");
 - ``flags``: for EVERY field of the cell's config other than the sizes, the values it supports
   (or ``ANY``). A field it does not name is a field it never heard of, so a configuration with

@@ -181,10 +181,11 @@ class LSTM(_Layer, nn.LSTM):
             ``bias_hh`` at 0; None keeps torch.nn's init exactly (same seed, same weights as
             torch.nn.LSTM). Default 1.0.
         recurrent_init: "uniform" (torch.nn's) or "orthogonal" per gate block. Default "uniform".
-        engine: "auto" runs standard configurations on torch's fused kernels and variants on
-            rnnkit's engine; "python" always uses rnnkit's engine (its fused whole-sequence
-            path where one exists; inside ``rnnkit.layers.fused.disabled()`` the plain step loop,
-            which calls ``step`` at every time step, e.g. to look at gates).
+        engine: "auto" lets the "layer" backends (torch's fused kernels, for the configurations
+            torch.nn has) run the whole stack, and otherwise rnnkit's engine; "python" always
+            uses rnnkit's engine (a "sequence" backend where one supports the configuration;
+            inside ``rnnkit.layers.backends.only()`` the reference step loop, which calls the
+            cell's ``step`` at every time step, e.g. to look at gates).
 
     State: ``(h, c)``, h (num_layers * D, B, proj_size or H), c (num_layers * D, B, H).
 

@@ -119,10 +119,10 @@ class ForecasterStream:
             raise ValueError(f"ForecasterStream.step: x_t must be a tensor of shape {shape} (batch_size, input_size), "
                              f"got {got}")
         with torch.inference_mode():
-            self.rnn._x.copy_(x_t)
-            self.rnn._advance()
-            torch.addmm(self._head_b, self.rnn._out, self._head_w_t, out=self._y)  # (B, horizon)
+            self.rnn.input.copy_(x_t)  # (B, I) into the stream's buffer
+            self.rnn.advance()
+            torch.addmm(self._head_b, self.rnn.output, self._head_w_t, out=self._y)  # (B, horizon)
             if self._highway_w_t is not None:
-                self._recent.copy_(torch.cat([self._recent[:, 1:], self.rnn._x.unsqueeze(1)], 1))  # (B, k, I)
+                self._recent.copy_(torch.cat([self._recent[:, 1:], self.rnn.input.unsqueeze(1)], 1))  # (B, k, I)
                 self._y.addmm_(self._recent.flatten(1), self._highway_w_t)
         return self._y.clone()  # outside inference mode: an ordinary tensor

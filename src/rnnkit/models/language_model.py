@@ -100,9 +100,9 @@ class LanguageModelStream:
         if not isinstance(ids, Tensor) or ids.shape != (B,) or ids.is_floating_point():
             raise ValueError(f"LanguageModelStream.step: ids must be a ({B},) tensor of ids, got {_describe(ids)}")
         with torch.inference_mode():
-            torch.index_select(self._embedding, 0, ids, out=self.rnn._x)  # (B, E) into the stream's input
-            self.rnn._advance()
-            torch.addmm(self._head_b, self.rnn._out, self._head_w_t, out=self._logits)  # (B, V)
+            torch.index_select(self._embedding, 0, ids, out=self.rnn.input)  # (B, E) into the stream's input
+            self.rnn.advance()
+            torch.addmm(self._head_b, self.rnn.output, self._head_w_t, out=self._logits)  # (B, V)
         return self._logits.clone()  # outside inference mode: an ordinary tensor
 
 

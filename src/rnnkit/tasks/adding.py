@@ -32,10 +32,11 @@ from dataclasses import dataclass
 import torch
 
 from ..data.datasets.memory import ADDING_BASELINE_MSE, GeneratedData, GeneratedLoader, adding_problem, stream_generator
+from ..export import ExportSpec, ForecasterGraph
 from ..models.forecaster import Forecaster, ForecasterConfig
 from ..models.recurrent import CELLS
-from ..training.trainer import StepOutput
-from .base import IndexLoader, Task, TensorData, register
+from ..training import StepOutput
+from .base import IndexLoader, NoOptions, Task, TensorData, register
 
 __all__ = ["AddingTask", "AddingOptions", "SOLVED_MSE", "CORRECT_ERROR"]
 
@@ -79,6 +80,7 @@ class AddingTask(Task):
                     "batches, seeded val/test sets; predicting 1.0 gives MSE 1/6")
     metric, mode = "mse", "min"
     Options = AddingOptions
+    export = ExportSpec(ForecasterGraph, lengths=False)  # a Forecaster: 2 features in, horizon 1
     # Adam at 1e-3 with clipping at 1 (Arjovsky et al. clip too); evaluations every 200 steps
     # give learning curves and the step at which the MSE first drops below SOLVED_MSE.
     train_defaults = {"epochs": 10, "batch_size": 50, "lr": 1e-3, "clip_norm": 1.0, "eval_every": 200}
@@ -122,7 +124,7 @@ class AddingTask(Task):
 
     # -- using a trained model --------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, model, inputs: list[str]) -> list[dict]:
+    def predict(self, model, inputs: list[str], options: NoOptions) -> list[dict]:
         """Each input is a sequence of values separated by spaces or commas, two of them marked
         with a trailing ``*`` (e.g. ``"0.3 0.5* 0.1 0.9* 0.2"``); returns the predicted and the
         true sum. Any length >= 2 is read, not only the trained ``seq_len``."""

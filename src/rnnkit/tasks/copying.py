@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from ..data.datasets.memory import GeneratedData, GeneratedLoader, copy_baseline_loss, copy_task, stream_generator
+from ..export import ExportSpec, LanguageModelGraph
 from ..models.language_model import LanguageModel, LanguageModelConfig
 from ..models.recurrent import CELLS
-from ..training.trainer import StepOutput
-from .base import IndexLoader, Task, TensorData, register
+from ..training import StepOutput
+from .base import IndexLoader, NoOptions, Task, TensorData, register
 
 __all__ = ["CopyTask", "CopyOptions", "SOLVED_ACCURACY"]
 
@@ -77,6 +78,7 @@ class CopyTask(Task):
                     "fresh training batches, seeded val/test sets")
     metric, mode = "accuracy", "max"
     Options = CopyOptions
+    export = ExportSpec(LanguageModelGraph, lengths=False)  # a LanguageModel over the symbols
     train_defaults = {"epochs": 10, "batch_size": 50, "lr": 1e-3, "clip_norm": 1.0, "eval_every": 200}
 
     def prepare(self, seed: int) -> dict:
@@ -120,7 +122,7 @@ class CopyTask(Task):
 
     # -- using a trained model --------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, model, inputs: list[str]) -> list[dict]:
+    def predict(self, model, inputs: list[str], options: NoOptions) -> list[dict]:
         """Each input is the ``copy_len`` symbols as digits 1..num_symbols (e.g. ``"3141592653"``
         with the defaults, where 9 and 0 are not symbols); returns what the model writes back
         after the trained ``seq_len`` steps (``output``, a list of ids) and how many are right."""

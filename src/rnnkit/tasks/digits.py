@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from ..data import split_indices
+from ..export import ClassifierGraph, ExportSpec
 from ..models import ClassifierConfig, SequenceClassifier
-from ..training.trainer import StepOutput
-from .base import Task, TensorData, register
+from ..training import StepOutput
+from .base import NoOptions, Task, TensorData, register
 
 __all__ = ["DigitsTask", "DigitsOptions"]
 
@@ -40,6 +41,7 @@ class DigitsTask(Task):
     default_data = "scikit-learn load_digits (1,797 images); a CSV of 64 pixels (0-16) + label with --data"
     metric, mode = "accuracy", "max"
     Options = DigitsOptions
+    export = ExportSpec(ClassifierGraph, lengths=False)  # images: every sequence has all its rows
     train_defaults = {"epochs": 30, "batch_size": 64, "lr": 3e-3}
     side = 8  # images are side x side: `side` steps of `side` pixels
 
@@ -83,7 +85,7 @@ class DigitsTask(Task):
         return StepOutput(loss_sum, len(batch["y"]), {"correct": correct})
 
     @torch.no_grad()
-    def predict(self, model, inputs: list[str]) -> list[dict]:
+    def predict(self, model, inputs: list[str], options: NoOptions) -> list[dict]:
         """Each input is an index into load_digits' images or the path of an image file."""
         if not inputs:
             raise ValueError("digits: predict needs at least one INPUT (an image index or an image file)")

@@ -33,9 +33,10 @@ import torch.nn.functional as F
 
 from ..data import Vocab, pad_sequences, split_indices, word_tokenize
 from ..data.datasets.reviews import load_fine_food, read_text_table
+from ..export import ClassifierGraph, ExportSpec
 from ..models import CELLS, ClassifierConfig, SequenceClassifier
-from ..training.trainer import StepOutput
-from .base import Task, TensorData, register
+from ..training import StepOutput
+from .base import NoOptions, Task, TensorData, register
 
 __all__ = ["SentimentTask", "SentimentOptions", "TextSplits", "load_text_splits", "macro_f1",
            "confusion_counts", "cooccurrence_embeddings", "tfidf_baseline"]
@@ -186,6 +187,7 @@ class SentimentTask(Task):
     # leaning to the majority class; macro-F1 counts every class equally (any number of them).
     metric, mode = "f1", "max"
     Options = SentimentOptions
+    export = ExportSpec(ClassifierGraph, lengths=True)  # reviews of different lengths, padded
     # Validation macro-F1 peaks around epoch 4-5 and validation loss rises after it
     # (docs/results-sentiment.md); 8 epochs take about 3 minutes on one core.
     train_defaults = {"epochs": 8, "batch_size": 32, "lr": 3e-3, "schedule": "cosine"}
@@ -299,7 +301,7 @@ class SentimentTask(Task):
 
     # -- using a trained model --------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, model, inputs: list[str]) -> list[dict]:
+    def predict(self, model, inputs: list[str], options: NoOptions) -> list[dict]:
         """Each input is a text; returns its label and the probability of every label."""
         if not inputs:
             raise ValueError('sentiment: predict needs at least one INPUT text, e.g. rnnkit predict RUN "great stuff"')

@@ -32,10 +32,11 @@ import torch
 import torch.nn.functional as F
 
 from ..data.datasets import spoken_digits as sd
+from ..export import CTCGraph, ExportSpec
 from ..models import CELLS
 from ..models.ctc import CTCConfig, CTCModel, ctc_greedy_decode, ctc_prefix_beam_search, error_counts
-from ..training.trainer import StepOutput
-from .base import Task, TensorData, register
+from ..training import StepOutput
+from .base import NoOptions, Task, TensorData, register
 
 __all__ = ["SpeechTask", "SpeechOptions", "SpeechData", "speech_tokens", "min_ctc_steps"]
 
@@ -134,6 +135,7 @@ class SpeechTask(Task):
                     "test voices held out; `rnnkit evaluate RUN --data table.csv` reads a path,text table of recordings")
     metric, mode = "wer", "min"
     Options = SpeechOptions
+    export = ExportSpec(CTCGraph, lengths=True)  # utterances of different lengths, padded
     # Validation WER levels off after 3-5 epochs (docs/results-speech.md); 8 epochs take about
     # 5 minutes on one shared core.
     train_defaults = {"epochs": 8, "batch_size": 32, "lr": 2e-3, "schedule": "cosine", "clip_norm": 5.0}
@@ -240,7 +242,7 @@ class SpeechTask(Task):
         return sd.audio_features(audio, rate, self.meta["n_mels"])  # (T, F)
 
     @torch.no_grad()
-    def predict(self, model, inputs: list[str]) -> list[dict]:
+    def predict(self, model, inputs: list[str], options: NoOptions) -> list[dict]:
         """Each input is an audio file (WAV/FLAC/OGG, any rate, mono or stereo); returns its transcript."""
         if not inputs:
             raise ValueError("speech: predict needs at least one INPUT audio file, e.g. rnnkit predict RUN digits.wav")

@@ -20,8 +20,9 @@ The pipeline (seed 002's tagging example)::
 Tags are rewritten in ``scheme`` (BIO or BIOES) before training. The loss is per token: the
 cross-entropy of each valid token, or the CRF's sentence negative log-likelihoods summed and
 divided by the number of tokens; padded steps count for nothing. Metrics: entity-level
-precision / recall / F1 (``training/metrics.py``, conlleval rules), token accuracy, and on
-the ambiguous sentences their entity F1 and the accuracy of the ambiguous word's own tag.
+precision / recall / F1 (``training/metrics.py``; tags read as ``data/tags.py`` says, by
+conlleval's rules), token accuracy, and on the ambiguous sentences their entity F1 and the
+accuracy of the ambiguous word's own tag.
 """
 from __future__ import annotations
 
@@ -35,11 +36,13 @@ import torch
 from ..data import Vocab, split_indices
 from ..data.datasets.ner import (AMBIGUOUS_WORDS, FAKER_VERSION, NerSentence, generate_ner, read_conll,
                                  split_templates, tokenize)
+from ..data.tags import SCHEMES, convert_scheme, entities
+from ..export import ExportSpec, TaggerGraph
 from ..models.recurrent import CELLS
 from ..models.tagger import SequenceTagger, TaggerConfig, word_case
-from ..training.metrics import SCHEMES, EntityCounts, convert_scheme, entities, entity_counts, precision_recall_f1
-from ..training.trainer import StepOutput
-from .base import Task, TensorData, register
+from ..training import StepOutput
+from ..training.metrics import EntityCounts, entity_counts, precision_recall_f1
+from .base import NoOptions, Task, TensorData, register
 
 __all__ = ["TaggingTask", "TaggingOptions", "load_sentences"]
 
@@ -149,6 +152,7 @@ class TaggingTask(Task):
                     "Teddy Roosevelt); any CoNLL file (token ... tag, BIO/BIOES) with --data")
     metric, mode = "f1", "max"  # entity-level F1
     Options = TaggingOptions
+    export = ExportSpec(TaggerGraph, lengths=True)  # sentences of different lengths, padded
     # Validation F1 levels off after 7-8 epochs (docs/results-tagging.md); 10 epochs of the
     # 4,000 sentences take about a minute on one core.
     train_defaults = {"epochs": 10, "batch_size": 32, "lr": 5e-3, "schedule": "cosine"}
@@ -313,7 +317,7 @@ class TaggingTask(Task):
 
     # -- using a trained model --------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, model, inputs: list[str]) -> list[dict]:
+    def predict(self, model, inputs: list[str], options: NoOptions) -> list[dict]:
         """Each input is a sentence; returns its tokens, their tags, and the entities found.
 
         ``{"input", "tagged": "Teddy/B-PER Roosevelt/I-PER ...", "tokens", "tags",

@@ -46,10 +46,11 @@ import torch.nn.functional as F
 from ..data import Vocab, pad_sequences, split_indices
 from ..data.datasets.numbers import (ParallelText, number_pairs, parse_int_list, read_parallel_tsv,
                                      split_numbers)
+from ..export import DecoderStepGraph, EncoderGraph, ExportSpec
 from ..models.seq2seq import ATTENTIONS, Seq2Seq, Seq2SeqConfig, beam_search, greedy_decode
-from ..training.trainer import StepOutput
+from ..training import StepOutput
 from ..viz.plots import save_figure
-from .base import Task, TensorData, register
+from .base import NoOptions, Task, TensorData, register
 
 __all__ = ["TranslateTask", "TranslateOptions", "translation_tokenize", "translation_detokenize",
            "bleu_stats", "bleu_from_stats", "plot_attention", "HYPHEN"]
@@ -192,6 +193,7 @@ class TranslateTask(Task):
                     "and endings); any tab-separated source<TAB>target file with --data")
     metric, mode = "exact_match", "max"
     Options = TranslateOptions
+    export = ExportSpec({"encoder": EncoderGraph, "decoder": DecoderStepGraph}, lengths=True)  # decoding stays outside
     # docs/results-translate.md: validation exact match reaches 1.0 after one epoch of the 95,060
     # training numbers; 3 epochs take about 10 minutes on one shared CPU core (the guard: 14).
     train_defaults = {"epochs": 3, "batch_size": 128, "lr": 3e-3, "schedule": "cosine", "max_minutes": 14.0,
@@ -360,7 +362,7 @@ class TranslateTask(Task):
                              "log_prob": round(h.log_prob, 4), "score": round(h.score, 4)})
         return rows
 
-    def predict(self, model, inputs: list[str]) -> list[dict]:
+    def predict(self, model, inputs: list[str], options: NoOptions) -> list[dict]:
         """Each input is a source sentence; returns its translation (beam search) and its scores."""
         if not inputs:
             raise ValueError('translate: predict needs at least one INPUT sentence, '

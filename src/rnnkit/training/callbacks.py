@@ -52,9 +52,9 @@ class ProgressBar(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         from tqdm.auto import tqdm
 
-        total = trainer.config.epochs * len(trainer.train_loader)
-        self.bar = tqdm(total=total, initial=trainer.progress.step, unit="step", file=sys.stderr,
-                        dynamic_ncols=True, mininterval=0.5, desc=trainer.task.name)
+        # total_steps is None for a loader without a length and no max_steps: a bar without an end
+        self.bar = tqdm(total=trainer.total_steps, initial=trainer.progress.step, unit="step", file=sys.stderr,
+                        dynamic_ncols=True, mininterval=0.5, desc=getattr(trainer.task, "name", "train"))
         self._seen = trainer.progress.step
 
     def on_step_end(self, trainer: Trainer, record: dict) -> None:

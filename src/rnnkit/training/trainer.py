@@ -1,32 +1,35 @@
-"""The training loop. It knows nothing about recurrent networks or tasks: it asks a *task* for
-the loss of a batch and for metrics, and does the rest (BPTT or truncated BPTT, clipping,
-optimizer and schedule, evaluation, early stopping, budgets, checkpoints and resume).
+"""The training loop. It knows nothing about recurrent networks, tasks or models: it asks a
+*task* for the loss of a batch and for metrics, and does the rest (BPTT or truncated BPTT,
+clipping, optimizer and schedule, evaluation, early stopping, budgets, checkpoints and resume).
 
-The task protocol (see ``rnnkit.tasks.base.Task``)::
+What it asks of the task and of the loaders is written in :mod:`rnnkit.training.protocol`::
 
     out = task.step(model, batch, state)   # StepOutput(loss_sum, count, stats, state)
     task.metrics(totals) -> dict           # from summed stats: {"loss": ..., "accuracy": ...}
     task.split_time(batch, k) -> [batch]   # windows of k steps, for truncated BPTT
     task.stateful                          # carry the state from batch to batch (streams)
 
-Logging, progress bars and plots attach through callbacks; only rank 0 gets them.
+The training loader is any re-iterable of batches (a ``torch.utils.data.DataLoader`` too);
+a ``ResumableLoader`` also resumes exactly mid-epoch. Logging, progress bars and plots attach
+through callbacks; only rank 0 gets them.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, save_weights
 from .distributed import DistInfo, all_reduce_sum
+from .protocol import Loader, ResumableLoader, StepOutput, TrainingTask
 
-__all__ = ["TrainConfig", "StepOutput", "Callback", "Trainer", "TrainingStopped", "detach_state"]
+__all__ = ["TrainConfig", "StepOutput", "Callback", "Trainer", "TrainingStopped", "detach_state", "evaluate_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     epochs: int = 20  # passes over the training data
     max_minutes: float = 0.0  # wall-clock budget for training (the schedule ends with it); 0 = none
+    max_steps: int = 0  # budget of training batches (the schedule ends with it); 0 = none
     batch_size: int = 64  # global batch size (split across processes)
     optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
     lr: float = 3e-3
@@ -59,16 +63,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_minutes", "lr", "clip_norm", "bptt", "eval_every", "patience", "warmup_steps", "weight_decay"):
+        for name in ("max_minutes", "max_steps", "lr", "clip_norm", "bptt", "eval_every", "patience", "warmup_steps",
+                     "weight_decay"):
             if not getattr(self, name) >= 0:  # (NaN too)
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
-
-
-class StepOutput(NamedTuple):
-    loss_sum: Tensor  # scalar: the loss summed over `count` items (sequences or tokens)
-    count: int  # items the loss covers
-    stats: dict  # summable statistics for metrics, e.g. {"correct": 57}
-    state: Any = None  # the recurrent state to carry on (truncated BPTT, streams)
 
 
 class TrainingStopped(RuntimeError):
@@ -109,10 +107,15 @@ class Trainer:
     """Train ``model`` on ``task``'s batches.
 
     Args:
-        task: supplies step / metrics / split_time / stateful (see the module docstring).
+        task: a ``TrainingTask``: step / metrics / split_time / stateful (``rnnkit.training.protocol``).
         model: the module to train (wrapped in DDP here when ``dist.world > 1``).
-        train_loader, val_loader: iterables of batches; train_loader also has
-            set_epoch / state_dict / load_state_dict / __len__ (see rnnkit.tasks.base.IndexLoader).
+        train_loader: a ``Loader``: any re-iterable of batches, a ``torch.utils.data.DataLoader``
+            too. Its ``len()``, where it has one, sizes the schedule. A ``ResumableLoader``
+            (set_epoch / state_dict / load_state_dict / __len__, as ``rnnkit.tasks.IndexLoader``)
+            resumes exactly mid-epoch; any other loader restarts the interrupted epoch from
+            its beginning on ``fit(resume=True)``.
+        val_loader: a ``Loader`` evaluated at the end of each epoch (or every ``eval_every``
+            steps), or None (then every evaluation point only writes a checkpoint).
         config: TrainConfig.
         run_dir: where checkpoints and best weights go (rank 0 writes); None = nowhere.
         monitor: validation metric to select the best model and stop early, e.g. "accuracy".
@@ -121,10 +124,14 @@ class Trainer:
         dist: rank and world size.
     """
 
-    def __init__(self, task, model: nn.Module, train_loader, val_loader, config: TrainConfig,
-                 run_dir: str | Path | None = None, monitor: str = "loss", mode: str = "min",
+    def __init__(self, task: TrainingTask, model: nn.Module, train_loader: Loader, val_loader: Loader | None,
+                 config: TrainConfig, run_dir: str | Path | None = None, monitor: str = "loss", mode: str = "min",
                  callbacks: list[Callback] = (), dist: DistInfo = DistInfo()) -> None:
         config.validate()
+        if mode not in ("max", "min"):
+            raise ValueError(f"Trainer: mode must be max or min, got {mode!r}")
+        _check_reiterable("train_loader", train_loader, config.epochs > 1)
+        _check_reiterable("val_loader", val_loader, config.epochs > 1 or config.eval_every > 0)
         self.task, self.raw_model, self.config = task, model, config
         self.train_loader, self.val_loader = train_loader, val_loader
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -132,27 +139,34 @@ class Trainer:
         self.callbacks = list(callbacks) if dist.is_main else []
         self.model = dist.wrap(model)
         self.optimizer = _make_optimizer(config, model.parameters())
-        total = config.epochs * max(1, len(train_loader) if train_loader is not None else 1)
+        self.total_steps = _planned_steps(config, _batches_per_epoch(train_loader))
         self.progress = _Progress()
         self._budget_used = 0.0  # fraction of max_minutes spent, the same on every process
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(config, total, lambda: self._budget_used))
+            self.optimizer, _lr_lambda(config, self.total_steps, lambda: self._budget_used))
         self.last_val: dict = {}
         self._last_eval_step = -1
 
     # -- the loop ---------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> _Progress:
+        """Train until ``epochs``, a budget or early stopping ends it; ``resume`` continues the
+        run in ``run_dir`` from its last checkpoint. Returns the progress (steps, epochs, best)."""
         cfg = self.config
         carry = None
         if resume:
             carry = self._restore()
         p = self.progress  # after _restore, which replaces it
+        resumable = isinstance(self.train_loader, ResumableLoader)
         for cb in self.callbacks:
             cb.on_fit_start(self)
         start = time.perf_counter() - p.elapsed
         while p.epoch < cfg.epochs and not p.stopped:
-            self.train_loader.set_epoch(p.epoch)
+            if cfg.max_steps and p.step >= cfg.max_steps:  # (a resumed run that had spent it)
+                p.stopped = f"step budget of {cfg.max_steps} steps reached"
+                break
+            if resumable:
+                self.train_loader.set_epoch(p.epoch)
             self.model.train()
             if not self.task.stateful:
                 carry = None
@@ -180,6 +194,8 @@ class Trainer:
                 p.timing["eval"] += t_data - t_eval
                 if self._budget_used > 1.0:
                     p.stopped = p.stopped or f"time budget of {cfg.max_minutes} min reached"
+                if cfg.max_steps and p.step >= cfg.max_steps:
+                    p.stopped = p.stopped or f"step budget of {cfg.max_steps} steps reached"
                 if p.stopped:
                     break
             else:
@@ -216,6 +232,9 @@ class Trainer:
         for window in windows:
             out = self.task.step(self.model, window, carry)
             count = int(all_reduce_sum(float(out.count), self.dist))
+            if count < 1:  # the loss is divided by it
+                raise ValueError(f"Trainer: task.step must count at least one item in a training batch "
+                                 f"(StepOutput.count), got {count} at step {p.step + 1}")
             loss_sum = float(all_reduce_sum(out.loss_sum.detach(), self.dist))
             if not math.isfinite(loss_sum):
                 if cfg.on_nonfinite == "stop":
@@ -244,22 +263,9 @@ class Trainer:
 
     # -- evaluation, checkpoints ------------------------------------------------------------
 
-    @torch.no_grad()
-    def evaluate(self, loader) -> dict[str, float]:
+    def evaluate(self, loader: Loader) -> dict[str, float]:
         """The task's metrics over every batch of ``loader`` (loss included)."""
-        was_training = self.model.training
-        self.raw_model.eval()
-        totals: dict[str, float] = {"loss_sum": 0.0, "count": 0.0}
-        carry = None
-        for batch in loader:
-            out = self.task.step(self.raw_model, batch, carry)
-            carry = out.state if self.task.stateful else None
-            totals["loss_sum"] += float(out.loss_sum)
-            totals["count"] += out.count
-            for k, v in out.stats.items():
-                totals[k] = totals.get(k, 0.0) + float(v)
-        self.raw_model.train(was_training)
-        return self.task.metrics(totals)
+        return evaluate_batches(self.task, self.raw_model, loader)
 
     def _evaluate_and_checkpoint(self, carry) -> None:
         p = self.progress
@@ -295,7 +301,7 @@ class Trainer:
             parts = carry if isinstance(carry, tuple) else (carry,)
             tensors.update({f"carry/{i}": t for i, t in enumerate(parts)})
         state = {
-            "progress": asdict(self.progress), "rng": rng_json, "loader": self.train_loader.state_dict(),
+            "progress": asdict(self.progress), "rng": rng_json, "loader": self._loader_state(),
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
             "carry_is_tuple": isinstance(carry, tuple), "callbacks": {}, "last_val": self.last_val,
         }
@@ -303,6 +309,7 @@ class Trainer:
             if hasattr(cb, "state_dict"):
                 state["callbacks"][type(cb).__name__] = cb.state_dict()
         if improved:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             save_weights(self.run_dir / "model.safetensors", self.raw_model.state_dict())
         save_checkpoint(self.run_dir / "checkpoints" / "last", self.raw_model, self.optimizer, state, tensors)
 
@@ -316,15 +323,26 @@ class Trainer:
         self._last_eval_step, self.last_val = self.progress.step, state.get("last_val", {})
         # The schedule's function comes from the config; LambdaLR wants a placeholder for it.
         self.scheduler.load_state_dict({"lr_lambdas": [None] * len(self.scheduler.lr_lambdas), **state["scheduler"]})
-        self.train_loader.load_state_dict(state["loader"])
+        exact = isinstance(self.train_loader, ResumableLoader) and state.get("loader") is not None
+        if exact:
+            self.train_loader.load_state_dict(state["loader"])
+        else:  # the loader cannot skip what it handed out: the interrupted epoch starts again
+            log.info("resuming at step %d: the train loader is not resumable; epoch %d starts again from its "
+                     "first batch", self.progress.step, self.progress.epoch + 1)
         restore_rng(state["rng"], tensors)
         for cb in self.callbacks:
             if hasattr(cb, "load_state_dict") and type(cb).__name__ in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][type(cb).__name__])
         carry = [tensors[f"carry/{i}"] for i in range(len(tensors)) if f"carry/{i}" in tensors]
-        if not carry:
+        if not carry or not exact:  # a state carried mid-epoch belongs to the batches that come next
             return None
         return tuple(carry) if state["carry_is_tuple"] else carry[0]
+
+    def _loader_state(self) -> dict | None:
+        """The train loader's position (None for a loader that cannot resume mid-epoch)."""
+        if isinstance(self.train_loader, ResumableLoader):
+            return self.train_loader.state_dict()
+        return None
 
     def _log_train(self, loss: float, count: int, stats: dict) -> None:
         if not self.callbacks:
@@ -338,6 +356,59 @@ class Trainer:
             cb.on_step_end(self, record)
 
 
+@torch.no_grad()
+def evaluate_batches(task: TrainingTask, model: nn.Module, batches: Loader) -> dict[str, float]:
+    """``task.metrics`` over every batch of ``batches``, the model in eval mode (restored after).
+
+    Losses and stats are summed over the batches first, so the metrics are those of the
+    whole data, whatever the batch sizes. A stateful task carries its state from batch to batch.
+    """
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {"loss_sum": 0.0, "count": 0.0}
+    carry = None
+    try:
+        for batch in batches:
+            out = task.step(model, batch, carry)
+            carry = out.state if task.stateful else None
+            totals["loss_sum"] += float(out.loss_sum)
+            totals["count"] += out.count
+            for k, v in out.stats.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+    finally:
+        model.train(was_training)
+    return task.metrics(totals)
+
+
+def _check_reiterable(name: str, loader, passes: bool) -> None:
+    """Refuse a one-shot iterator (a generator) where more than one pass over it is needed."""
+    if passes and isinstance(loader, Iterator):
+        raise ValueError(f"Trainer: {name} must be re-iterable (a list, a DataLoader, an object whose __iter__ "
+                         f"starts over), got an iterator ({type(loader).__name__}), which is exhausted after one pass")
+
+
+def _batches_per_epoch(loader) -> int | None:
+    """``len(loader)``, or None for a loader without a length (an IterableDataset's DataLoader)."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def _planned_steps(cfg: TrainConfig, per_epoch: int | None) -> int | None:
+    """Training batches the schedule spans: epochs x batches per epoch, capped by max_steps.
+
+    None when neither is known; then only a constant schedule (or a time budget) can run.
+    """
+    planned = [n for n in (cfg.epochs * max(1, per_epoch) if per_epoch is not None else 0, cfg.max_steps) if n]
+    if planned:
+        return min(planned)
+    if cfg.schedule != "constant" and not cfg.max_minutes:
+        raise ValueError(f"Trainer: schedule {cfg.schedule!r} needs the length of training, but the train loader "
+                         "has no len(); set max_steps (or max_minutes), or use schedule='constant'")
+    return None
+
+
 def _make_optimizer(cfg: TrainConfig, params):
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -348,19 +419,21 @@ def _make_optimizer(cfg: TrainConfig, params):
     return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def _lr_lambda(cfg: TrainConfig, total_steps: int, budget_used=lambda: 0.0):
+def _lr_lambda(cfg: TrainConfig, total_steps: int | None, budget_used=lambda: 0.0):
     """Multiplier of the base learning rate at optimizer step s.
 
     With a time budget (``max_minutes``) the schedule's progress is the larger of the steps
     done and the budget spent (``budget_used()``), so a cosine or step schedule ends when the
-    budget does rather than being cut off half way.
+    budget does rather than being cut off half way. ``total_steps`` None (a loader without a
+    length and no max_steps): the budget alone measures progress.
     """
     def factor(s: int) -> float:
         # 1) linear warm-up
         if s < cfg.warmup_steps:
             return (s + 1) / cfg.warmup_steps
         # 2) then the schedule over the remaining steps
-        progress = min(1.0, max((s - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps), budget_used()))
+        done = (s - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps) if total_steps is not None else 0.0
+        progress = min(1.0, max(done, budget_used()))
         if cfg.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * progress))
         if cfg.schedule == "step":

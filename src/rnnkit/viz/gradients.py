@@ -11,8 +11,9 @@ that shrinks geometrically when ``||W|| max|f'| < 1``: the vanishing gradient.
 How it is measured. A fused kernel runs the whole sequence in one call, so its output tensor
 ``out`` (B, T, H) is not what the recurrence passes on: ``out.grad`` holds only the direct term
 (zero before the last step of a many-to-one model). So a forward hook on the model's last
-recurrent layer recomputes that layer step by step with the layer's own weights (the cell
-view that rnnkit's own engine runs; the layers below run as usual), keeps every ``h_t`` (the
+recurrent layer recomputes that layer step by step with the layer's own weights (its cells
+of the reference equations, ``layer.bound_cells()``, or the cells of an ``rnnkit.Recurrent``;
+the layers below run as usual, through ``rnnkit.layers.run_layers``), keeps every ``h_t`` (the
 same tensor the next step reads), and hands the recomputed output and state on in place of the
 layer's (the two agree to float rounding; a disagreement is logged). One backward pass,
 ``torch.autograd.grad(loss, [h_1 .. h_T])``, gives every ``d loss / d h_t``; the parameters'
@@ -23,26 +24,33 @@ the gradient on sequence ``b``'s ``h_t`` is that of sequence ``b``'s own loss. T
 **batch mean of the per-sequence norms**, ``mean_b || d L_b / d h_t^(b) ||_2``: it does not depend
 on the batch size. The model runs in eval mode (no dropout) while it is measured.
 
-Example (fresh models on the adding problem, T = 100)::
+Example (a trained run)::
 
-    curves = compare_cells(("rnn", "lstm", "gru"), seq_len=100)
-    plot_gradient_flow(curves, "gradient-flow.png")
+    run = rnnkit.load("runs/adding")
+    batch = ...  # one batch of the task's data, every sequence T steps long
+    curve = gradient_flow(run.model, run.task, batch)
+    plot_gradient_flow({"lstm": curve}, "gradient-flow.png")
+
+``rnnkit.experiments.gradient_flow.compare_cells`` draws the curves of fresh models of several
+cells on the adding problem; ``gradients_png`` the curve of a character LM over a text, for the
+inspect report.
 """
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from ..layers import GRU, LSTM, RNN, Recurrent
-from ..layers._boundary import split_states, stack_states, unpack_input
-from ..layers.recurrent import run_layers
+from ..layers import GRU, LSTM, RNN, Recurrent, run_layers
+from ..layers.boundary import split_states, stack_states, unpack_input
 from .plots import save_figure
 
-__all__ = ["gradient_flow", "plot_gradient_flow", "compare_cells", "last_recurrent_layer"]
+__all__ = ["gradient_flow", "plot_gradient_flow", "gradients_png", "last_recurrent_layer"]
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +133,9 @@ def _unrolled(layer: nn.Module, args: tuple, kwargs: dict):
     if batch.lengths is not None and bool((batch.lengths != T).any()):
         raise ValueError(f"gradient_flow: every sequence of the batch must have T={T} steps, "
                          f"got lengths from {int(batch.lengths.min())} to {int(batch.lengths.max())}")
-    if isinstance(layer, Recurrent):
-        cells = list(layer.cells)
-        template = layer.initial_state(B, device=x_tbi.device, dtype=x_tbi.dtype)
-    else:  # rnnkit.RNN / LSTM / GRU: a cell view of each layer's weights
-        cells = layer._views()
-        template = layer._state_template(B, x_tbi.device, x_tbi.dtype)
+    # rnnkit.RNN / LSTM / GRU: each layer's parameters as a cell of the reference equations
+    cells = list(layer.cells) if isinstance(layer, Recurrent) else layer.bound_cells()
+    template = layer.initial_state(B, device=x_tbi.device, dtype=x_tbi.dtype)
     states0 = split_states(template if state is None else batch.state_in("gradient_flow", state), len(cells))
     below, finals = x_tbi, []
     if len(cells) > 1:  # the layers below the last run as usual (eval mode: no dropout)
@@ -184,24 +189,27 @@ def plot_gradient_flow(curves: dict[str, Tensor], path: str | os.PathLike, title
     save_figure(fig, path)
 
 
-def compare_cells(cells=("rnn", "lstm", "gru"), seq_len: int = 100, hidden_size: int = 64,
-                  seed: int = 0, batch_size: int = 100) -> dict[str, Tensor]:
-    """Fresh models of each cell on the adding problem: the gradient-flow curve of each.
+def gradients_png(model: nn.Module, task, text: str, vocab) -> bytes:
+    """The gradient-flow plot of a character language model over ``text``, as PNG bytes.
 
-    Every cell reads the same ``batch_size`` sequences (drawn from ``seed``); each model is
-    initialised from ``torch.manual_seed(seed)`` inside a forked RNG, so the caller's random
-    state is untouched. Returns cell -> (seq_len,) curve.
+    Args:
+        model: the model (``forward(ids (B, T))``), e.g. ``rnnkit.load(run_dir).model``.
+        task: anything with ``step(model, batch) -> StepOutput`` for batches ``{"x", "y"}`` of
+            ids (1, T - 1): the run's task.
+        text: at least 2 characters; x is text[:-1], y text[1:].
+        vocab: characters -> ids (``encode``).
     """
-    from ..data.datasets.memory import adding_problem, stream_generator
-    from ..tasks.adding import AddingOptions, AddingTask
+    ids = torch.tensor([vocab.encode(list(text))])  # (1, T)
+    batch = {"x": ids[:, :-1], "y": ids[:, 1:]}
+    curve = gradient_flow(model, task, batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gradients.png"
+        plot_gradient_flow({_describe(model): curve}, path, title="|| d loss / d h_t || of the last layer, over the text")
+        return path.read_bytes()
 
-    data = adding_problem(batch_size, seq_len, stream_generator(seed, 3))
-    batch = {"x": data.x, "y": data.y}  # (N, T, 2), (N,)
-    curves = {}
-    for cell in cells:
-        task = AddingTask(AddingOptions(seq_len=seq_len, cell=cell, hidden_size=hidden_size))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = task.build_model()
-        curves[cell] = gradient_flow(model, task, batch)
-    return curves
+
+def _describe(model: nn.Module) -> str:
+    for m in model.modules():
+        if isinstance(m, (LSTM, GRU, RNN)):
+            return f"{m.kind.name.upper()} {m.num_layers}x{m.hidden_size}"
+    return type(model).__name__

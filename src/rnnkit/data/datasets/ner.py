@@ -38,7 +38,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
-from ...training.metrics import split_tag
+from ..tags import split_tag
 
 __all__ = ["NerSentence", "read_conll", "write_conll", "mark_ambiguous", "generate_ner", "split_templates",
            "TEMPLATES", "AMBIGUOUS_READINGS", "AMBIGUOUS_WORDS", "OPENERS", "FAKER_VERSION", "tokenize"]
