@@ -140,6 +140,23 @@ def test_every_onnx_backend_declines_a_made_up_flag():
     assert backends.select("onnx", MadeUp(I, H)) is None
 
 
+def test_the_reference_loop_refuses_a_made_up_flag_rather_than_drop_it():
+    """The fallback too: a flag its loop does not hand on to the step is an error, not other equations."""
+    from rnnkit.cells import BoundCell
+    from rnnkit.export.loop import reference_loop
+
+    layer = rnnkit.LSTM(I, H)
+    cell = BoundCell(layer.kind, MadeUp(I, H), layer.cell(0).weights())
+    x, h0 = torch.randn(4, 2, I), torch.zeros(1, 2, H)
+    with pytest.raises(NotImplementedError, match="made_up"):
+        reference_loop([cell], x, None, (h0, h0))
+    custom = BoundCell(layer.kind._replace(step=lambda *a, **k: None), LSTMConfig(I, H), layer.cell(0).weights())
+    with pytest.raises(NotImplementedError, match="a step other than rnnkit's own"):
+        reference_loop([custom], x, None, (h0, h0))
+    y, _ = reference_loop([layer.cell(0)], x, None, (h0, h0))  # rnnkit's own: runs
+    torch.testing.assert_close(y, layer(x)[0], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("config", [
     LSTMConfig(I, H, layer_norm=True), LSTMConfig(I, H, peephole=True, layer_norm=True),
     LSTMConfig(I, H, proj_size=3), LSTMConfig(I, H, bias=False, proj_size=2, peephole=True, layer_norm=True),

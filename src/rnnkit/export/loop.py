@@ -30,12 +30,23 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..cells import BoundCell, GRUWeights, LSTMWeights, RNNWeights
+from ..cells import KINDS, BoundCell, GRUWeights, LSTMWeights, RNNWeights
+from ..cells.base import flags_of
 from ..cells.gru import gru_step
 from ..cells.lstm import lstm_step
 from ..cells.rnn import rnn_step
 
-__all__ = ["reference_loop", "layer_norm_symbolic"]
+__all__ = ["reference_loop", "check_loop_supports", "layer_norm_symbolic"]
+
+# The config fields each loop hands on to the cell's step: the LSTM's flags are all in its
+# weights (a None weight_peephole is no peephole); the GRU's reset_after and the RNN's
+# nonlinearity are passed as arguments. A field not listed (a flag added to a cell later) would
+# be dropped on the way to the step, so the loop refuses it instead of exporting other equations.
+LOOP_FLAGS = {
+    "lstm": {"bias", "proj_size", "peephole", "layer_norm"},
+    "gru": {"bias", "reset_after", "layer_norm"},
+    "rnn": {"bias", "nonlinearity"},
+}
 
 
 def reference_loop(cells: Sequence[BoundCell], x: Tensor, lengths: Optional[Tensor], state0):
@@ -59,6 +70,8 @@ def reference_loop(cells: Sequence[BoundCell], x: Tensor, lengths: Optional[Tens
         keep = mask.unsqueeze(-1)  # (T, B, 1)
         # reverse each sequence within its own length; padding positions map to themselves
         rev_index = torch.where(mask, lengths.unsqueeze(0) - 1 - steps, steps)  # (T, B)
+    for cell in cells:
+        check_loop_supports(cell)
     paired = isinstance(state0, tuple)  # (h, c)
     outs, finals = [], []
     for d, cell in enumerate(cells):
@@ -71,6 +84,18 @@ def reference_loop(cells: Sequence[BoundCell], x: Tensor, lengths: Optional[Tens
     if paired:
         return y, tuple(torch.stack(part) for part in zip(*finals))  # each (D, B, ·)
     return y, torch.stack(finals)  # (D, B, H)
+
+
+def check_loop_supports(cell: BoundCell) -> None:
+    """Raise NotImplementedError unless the loop runs exactly this cell's reference step:
+    a known cell type's own step, with every field of its config passed on (``LOOP_FLAGS``)."""
+    config = cell.config
+    name = getattr(config, "cell", None)
+    unknown = sorted(set(flags_of(config)) - LOOP_FLAGS.get(name, set()))
+    if name not in KINDS or cell.kind.step is not KINDS[name].step or unknown:
+        why = f"config fields {unknown} it does not pass on" if unknown else "a step other than rnnkit's own"
+        raise NotImplementedError(f"export: no ONNX form for {config}: the reference loop has {why}; "
+                                  "add them to rnnkit/export/loop.py (and LOOP_FLAGS) or declare an onnx backend")
 
 
 def _reverse(x: Tensor, rev_index: Optional[Tensor]) -> Tensor:
