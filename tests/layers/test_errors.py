@@ -1,6 +1,6 @@
 """Bad input to rnnkit's layers: one clear, one-line error that names the class, the argument
 and what was received. Shape and value problems raise ValueError, type and dtype problems
-TypeError (see ``rnnkit/layers/_boundary.py``).
+TypeError (see ``rnnkit/layers/boundary.py``).
 """
 import re
 from contextlib import contextmanager
@@ -318,3 +318,64 @@ def test_from_torch_of_the_wrong_class_is_a_type_error(rnnkit_cls, module):
     name = rnnkit_cls.__name__
     with raises(TypeError, rf"^{name}\.from_torch: module must be a torch\.nn\.{name}, got {type(module).__name__}$"):
         rnnkit_cls.from_torch(module)
+
+
+# -- dtype, device, empty input, bool flags (issue 13) --------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_x_of_another_dtype_names_both_dtypes(name):
+    with raises(TypeError, rf"^{name}: x must have dtype torch.float32 \(the layer's weights'\), got torch.float64"):
+        LAYERS[name]()(x_tbi(torch.float64))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_x_on_another_device_names_both_devices(name):
+    with raises(ValueError, rf"^{name}: x must be on cpu \(the layer's weights' device\), got meta"):
+        LAYERS[name]()(torch.randn(T, B, I, device="meta"))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_autocast_input_of_a_lower_precision_is_accepted(name):
+    layer = LAYERS[name]()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = layer(x_tbi(torch.bfloat16))
+    assert out.shape == (T, B, H)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_no_time_steps_is_one_clear_error(name):
+    with raises(ValueError, rf"^{name}: x must have at least one time step, got T=0"):
+        LAYERS[name]()(torch.randn(0, B, I))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_an_empty_batch_with_lengths_gives_an_empty_output(name):
+    out, _ = LAYERS[name]()(torch.randn(T, 0, I), lengths=torch.zeros(0, dtype=torch.long))
+    assert out.shape == (T, 0, H)
+
+
+@pytest.mark.parametrize("flag", ["bias", "batch_first", "bidirectional"])
+@pytest.mark.parametrize("name", list(CONSTRUCTORS))
+def test_bool_arguments_must_be_bools(name, flag):
+    with raises(TypeError, rf"^{name}: {flag} must be a bool, got str 'no'"):
+        CONSTRUCTORS[name](I, H, **{flag: "no"})
+
+
+@pytest.mark.parametrize("cls, flag", [(rnnkit.LSTM, "peephole"), (rnnkit.LSTM, "layer_norm"), (rnnkit.GRU, "reset_after"),
+                                       (rnnkit.cells.LSTMCell, "peephole"), (rnnkit.cells.GRUCell, "layer_norm"),
+                                       (rnnkit.cells.RNNCell, "bias")])
+def test_variant_flags_must_be_bools(cls, flag):
+    with raises(TypeError, rf"^{cls.__name__}: {flag} must be a bool, got int 1"):
+        cls(I, H, **{flag: 1})
+
+
+def test_recurrent_bool_arguments_must_be_bools():
+    with raises(TypeError, r"^Recurrent: bidirectional must be a bool, got int 1"):
+        rnnkit.Recurrent(lambda n: rnnkit.cells.GRUCell(n, H), input_size=I, bidirectional=1)
+
+
+def test_stream_step_refuses_another_dtype():
+    stream = rnnkit.Stream(rnnkit.LSTM(I, H))
+    with raises(TypeError, r"^Stream.step: x_t must have dtype torch.float32 \(the layer's weights'\), got torch.int64"):
+        stream.step(torch.ones(1, I, dtype=torch.long))

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import check_bool
 from .base import (CellKind, Weight, check_recurrent_init, check_sizes, gate_norm, init_weights_, orthogonal_blocks_,
                    present_weights, weights_tuple)
 
@@ -94,6 +95,9 @@ class GRUCell(nn.Module):
         recurrent_init: str = "uniform",
     ) -> None:
         super().__init__()
+        check_bool("GRUCell", "bias", bias)
+        check_bool("GRUCell", "reset_after", reset_after)
+        check_bool("GRUCell", "layer_norm", layer_norm)
         check_sizes("GRUCell", input_size, hidden_size)
         check_recurrent_init("GRU", recurrent_init)
         self.config = GRUConfig(input_size, hidden_size, bias, reset_after, layer_norm)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import check_bool
 from .base import (CellKind, Weight, check_recurrent_init, check_sizes, gate_norm, init_weights_,
                    orthogonal_blocks_, present_weights, weights_tuple)
 
@@ -121,6 +122,9 @@ class LSTMCell(nn.Module):
         recurrent_init: str = "uniform",
     ) -> None:
         super().__init__()
+        check_bool("LSTMCell", "bias", bias)
+        check_bool("LSTMCell", "peephole", peephole)
+        check_bool("LSTMCell", "layer_norm", layer_norm)
         check_sizes("LSTMCell", input_size, hidden_size, proj_size)
         check_recurrent_init("LSTM", recurrent_init)
         self.config = LSTMConfig(input_size, hidden_size, bias, proj_size, peephole, layer_norm)

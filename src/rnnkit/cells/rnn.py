@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import check_bool
 from .base import (CellKind, Weight, check_recurrent_init, check_sizes, gate_norm, init_weights_, orthogonal_blocks_,
                    present_weights, weights_tuple)
 
@@ -79,6 +80,7 @@ class RNNCell(nn.Module):
         recurrent_init: str = "uniform",
     ) -> None:
         super().__init__()
+        check_bool("RNNCell", "bias", bias)
         check_sizes("RNNCell", input_size, hidden_size)
         check_nonlinearity("RNNCell", nonlinearity)
         check_recurrent_init("RNNCell", recurrent_init)

@@ -41,12 +41,17 @@ class Batch:
         return _map(lambda s: s.squeeze(1), state) if self.unbatched else state
 
 
-def unpack_input(cls: str, x, lengths, batch_first: bool, input_size: int) -> Batch:
-    """Check ``x`` and ``lengths`` and return them as a Batch (see ``rnnkit.LSTM.forward``)."""
+def unpack_input(cls: str, x, lengths, batch_first: bool, input_size: int, like: Tensor | None = None) -> Batch:
+    """Check ``x`` and ``lengths`` and return them as a Batch (see ``rnnkit.LSTM.forward``).
+
+    ``like``: a weight of the layer; x must then have its dtype (unless autocast is on, which
+    casts inside) and device, or the error names both.
+    """
     if isinstance(x, PackedSequence):
         if lengths is not None:
             raise ValueError(f"{cls}: lengths must be None when x is a PackedSequence (it carries them), got a tensor")
         _check_features(cls, x.data, input_size)
+        _check_like(cls, x.data, like)
         padded, lens = pad_packed_sequence(x)  # (T, B, I), lengths in the caller's order
         return Batch(padded, lens.to(padded.device), x, unbatched=False)
     if not isinstance(x, Tensor):
@@ -57,6 +62,7 @@ def unpack_input(cls: str, x, lengths, batch_first: bool, input_size: int) -> Ba
             f"got {x.dim()}-D with shape {tuple(x.shape)}"
         )
     _check_features(cls, x, input_size)
+    _check_like(cls, x, like)
     unbatched = x.dim() == 2
     if unbatched:
         if lengths is not None:
@@ -65,8 +71,12 @@ def unpack_input(cls: str, x, lengths, batch_first: bool, input_size: int) -> Ba
     elif batch_first:
         x = x.transpose(0, 1)  # (T, B, I)
     T, B = x.shape[:2]
+    if T == 0:
+        raise ValueError(f"{cls}: x must have at least one time step, got T=0 (shape {tuple(x.shape)})")
     if lengths is not None:
         lengths = check_lengths(cls, lengths, B, T).to(x.device)
+        if B == 0:
+            lengths = None  # an empty batch: nothing to mask
     return Batch(x, lengths, None, unbatched)
 
 
@@ -98,6 +108,8 @@ def check_lengths(cls: str, lengths, batch_size: int, max_steps: int) -> Tensor:
         raise ValueError(f"{cls}: lengths must be 1-D (B,), got shape {tuple(lengths.shape)}")
     if lengths.numel() != batch_size:
         raise ValueError(f"{cls}: lengths must have one entry per sequence (B={batch_size}), got {lengths.numel()}")
+    if batch_size == 0:
+        return lengths.long()
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo < 1 or hi > max_steps:
         raise ValueError(f"{cls}: lengths must lie in [1, T={max_steps}], got values from {lo} to {hi}")
@@ -143,6 +155,17 @@ def _check_features(cls: str, x: Tensor, input_size: int) -> None:
         raise TypeError(f"{cls}: x must be a floating-point tensor, got dtype {x.dtype}")
     if x.shape[-1] != input_size:
         raise ValueError(f"{cls}: x must have input_size={input_size} features in its last dim, got {x.shape[-1]}")
+
+
+def _check_like(cls: str, x: Tensor, like: Tensor | None) -> None:
+    """x on the weights' device, in their dtype (autocast casts inside, so it may differ then)."""
+    if like is None:
+        return
+    if x.device != like.device:
+        raise ValueError(f"{cls}: x must be on {like.device} (the layer's weights' device), got {x.device}")
+    if x.dtype != like.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"{cls}: x must have dtype {like.dtype} (the layer's weights'), got {x.dtype}; "
+                        f"convert x with x.to({like.dtype}) or the layer with layer.to({x.dtype})")
 
 
 def _flatten(state) -> list:

@@ -25,7 +25,7 @@ from ..cells.base import BoundCell, check_recurrent_init, check_sizes
 from ..cells.gru import GRU_KIND, gru_init_
 from ..cells.lstm import LSTM_KIND, lstm_init_
 from ..cells.rnn import RNN_KIND, check_nonlinearity, rnn_init_
-from ..checks import check_dropout, check_size
+from ..checks import check_bool, check_dropout, check_size
 from .backends import ANY, Backend, register, registered, select
 from .boundary import check_state, pack_output, split_states, stack_states, unpack_input
 from .recurrent import run_layers
@@ -121,7 +121,7 @@ class _Layer:
             (output, state): output (T, B, D * H_out) in x's layout; state as above.
         """
         cls = type(self).__name__
-        batch = unpack_input(cls, x, lengths, self.batch_first, self.input_size)
+        batch = unpack_input(cls, x, lengths, self.batch_first, self.input_size, self.weight_ih_l0)
         B = batch.x.shape[1]
         template = self.initial_state(B, batch.x.device, batch.x.dtype)
         if state is None:
@@ -218,7 +218,8 @@ class LSTM(_Layer, nn.LSTM):
         device=None,
         dtype=None,
     ) -> None:
-        _check_layer_args("LSTM", input_size, hidden_size, num_layers, dropout, proj_size)
+        _check_layer_args("LSTM", input_size, hidden_size, num_layers, dropout, proj_size, bias=bias,
+                          batch_first=batch_first, bidirectional=bidirectional, peephole=peephole, layer_norm=layer_norm)
         check_recurrent_init("LSTM", recurrent_init)
         super().__init__(
             input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
@@ -269,7 +270,8 @@ class GRU(_Layer, nn.GRU):
         device=None,
         dtype=None,
     ) -> None:
-        _check_layer_args("GRU", input_size, hidden_size, num_layers, dropout)
+        _check_layer_args("GRU", input_size, hidden_size, num_layers, dropout, bias=bias, batch_first=batch_first,
+                          bidirectional=bidirectional, reset_after=reset_after, layer_norm=layer_norm)
         check_recurrent_init("GRU", recurrent_init)
         super().__init__(
             input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
@@ -314,7 +316,8 @@ class RNN(_Layer, nn.RNN):
         device=None,
         dtype=None,
     ) -> None:
-        _check_layer_args("RNN", input_size, hidden_size, num_layers, dropout)
+        _check_layer_args("RNN", input_size, hidden_size, num_layers, dropout, bias=bias, batch_first=batch_first,
+                          bidirectional=bidirectional)
         check_nonlinearity("RNN", nonlinearity)
         check_recurrent_init("RNN", recurrent_init)
         super().__init__(
@@ -330,7 +333,10 @@ class RNN(_Layer, nn.RNN):
             rnn_init_(cell.weights(), cell.config, self.recurrent_init, skip_standard=True)
 
 
-def _check_layer_args(cls: str, input_size, hidden_size, num_layers, dropout, proj_size=0) -> None:
+def _check_layer_args(cls: str, input_size, hidden_size, num_layers, dropout, proj_size=0, **flags) -> None:
+    """Sizes, dropout, and the bool flags (``bidirectional="no"`` is a TypeError, not True)."""
+    for name, value in flags.items():
+        check_bool(cls, name, value)
     check_sizes(cls, input_size, hidden_size, proj_size)
     check_size(cls, "num_layers", num_layers)
     check_dropout(cls, dropout)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from ..checks import check_dropout, check_size
+from ..checks import check_bool, check_dropout, check_size
 from . import sequence  # noqa: F401  (registers the sequence backends before any layer runs)
 from .backends import select
 from .boundary import check_state, pack_output, split_states, stack_states, unpack_input
@@ -163,6 +163,8 @@ class Recurrent(nn.Module):
         super().__init__()
         if not callable(cell_factory):
             raise TypeError(f"Recurrent: cell_factory must be callable, got {type(cell_factory).__name__}")
+        check_bool("Recurrent", "bidirectional", bidirectional)
+        check_bool("Recurrent", "batch_first", batch_first)
         check_size("Recurrent", "input_size", input_size)
         check_size("Recurrent", "num_layers", num_layers)
         check_dropout("Recurrent", dropout)
@@ -189,7 +191,8 @@ class Recurrent(nn.Module):
         return stack_states([c.initial_state(batch_size, device=device, dtype=dtype) for c in self.cells])
 
     def forward(self, x: Tensor | PackedSequence, state=None, lengths: Tensor | None = None):
-        batch = unpack_input("Recurrent", x, lengths, self.batch_first, self.input_size)
+        like = next(iter(self.parameters()), None)  # a cell without weights checks nothing here
+        batch = unpack_input("Recurrent", x, lengths, self.batch_first, self.input_size, like)
         x_tbi = batch.x  # (T, B, I)
         B = x_tbi.shape[1]
         if state is None:

@@ -134,6 +134,10 @@ class Stream:
         if x_t.shape != self._x.shape:
             raise ValueError(f"Stream.step: x_t must have shape {tuple(self._x.shape)} (batch_size, input_size), "
                              f"got {tuple(x_t.shape)}")
+        if x_t.dtype != self.dtype:
+            raise TypeError(f"Stream.step: x_t must have dtype {self.dtype} (the layer's weights'), got {x_t.dtype}")
+        if x_t.device != self.device:
+            raise ValueError(f"Stream.step: x_t must be on {self.device} (the layer's weights' device), got {x_t.device}")
         with torch.inference_mode():
             self._x.copy_(x_t)
             self.advance()
