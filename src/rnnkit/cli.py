@@ -5,7 +5,9 @@ and the task's ``Options`` for ``train TASK``; its ``PredictOptions`` for ``pred
 its ``GenerateOptions`` for ``generate RUN``): every field is a ``--flag`` of its type. For
 ``train`` a TOML file given with ``--config`` sets fields too, and flags given on the
 command line win. ``predict`` and ``generate`` read the run's task from ``RUN`` (the first
-argument) before their flags. User errors print one line and exit with status 2.
+argument) before their flags. ``train`` takes ``--device`` and ``--precision`` (``TrainConfig``
+fields); ``evaluate``, ``predict`` and ``generate`` take ``--device`` (default cpu). User
+errors print one line and exit with status 2 (a CUDA device the machine lacks included).
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ def _dispatch(argv: list[str]) -> int:
     ev.add_argument("run_dir", metavar="DIR")
     ev.add_argument("--data", metavar="PATH", help="a data file in the task's format (default: the run's test split)")
     ev.add_argument("--json", action="store_true", help="print JSON")
+    _add_device_flag(ev, default="cpu")
     sub.add_parser("predict", help="classify / tag / translate / transcribe / forecast inputs: "
                                    "rnnkit predict RUN INPUT... [the task's options]", add_help=False)
     sub.add_parser("generate", help="sample text from a trained language model: rnnkit generate RUN [options]",
@@ -141,7 +144,7 @@ def _train(argv: list[str]) -> int:
 def _evaluate(args) -> int:
     from .runs import evaluate
 
-    metrics = evaluate(args.run_dir, args.data)
+    metrics = evaluate(args.run_dir, args.data, args.device)
     print(json.dumps(metrics) if args.json else "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
     return 0
 
@@ -155,8 +158,8 @@ def _predict(argv: list[str]) -> int:
     parser.add_argument("inputs", metavar="INPUT", nargs="*", default=[],
                         help="what to predict on, in the task's format (an image, a sentence, numbers, ...)")
     options = vars(parser.parse_intermixed_args(argv))  # `predict RUN --horizon 3 5 6`: 5 and 6 are inputs
-    run_dir, inputs = options.pop("run_dir"), options.pop("inputs")
-    for row in load(run_dir).predict(inputs, **options):
+    run_dir, inputs, device = options.pop("run_dir"), options.pop("inputs"), options.pop("device", None)
+    for row in load(run_dir, device).predict(inputs, **options):
         print(json.dumps(row))
     return 0
 
@@ -170,7 +173,8 @@ def _generate(argv: list[str]) -> int:
     parser = _run_parser("generate", "Sample text from a trained run, printed as it comes.", task_cls,
                          "GenerateOptions", argv)
     options = vars(parser.parse_args(argv))
-    for piece in load(options.pop("run_dir")).stream(**options):
+    run_dir, device = options.pop("run_dir"), options.pop("device", None)
+    for piece in load(run_dir, device).stream(**options):
         print(piece, end="", flush=True)
     print()
     return 0
@@ -193,6 +197,7 @@ def _run_parser(command: str, description: str, task_cls, attr: str, argv: list[
     parser = _Parser(prog=f"rnnkit {command}", description=description, epilog=epilog,
                      formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
     parser.add_argument("run_dir", metavar="RUN", help="a run directory (from rnnkit train)")
+    _add_device_flag(parser)
     options_cls = getattr(task_cls, attr, None)
     if options_cls is not None:
         _add_dataclass_flags(parser.add_argument_group(f"{task_cls.name} options"), options_cls)
@@ -218,6 +223,20 @@ def _options_by_task(command: str, attr: str) -> str:
     if not lines:
         return f"no task {command}s"
     return f"the options of each run's task (`rnnkit {command} RUN --help` explains them):\n" + "\n".join(lines)
+
+
+def _add_device_flag(parser, default=argparse.SUPPRESS) -> None:
+    """``--device`` of the commands that use a trained run (training's is a TrainConfig field)."""
+    from .training.device import DEVICES, check_device
+
+    def device(text: str) -> str:
+        try:
+            return check_device("rnnkit", "--device", text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {DEVICES}, got {text!r}") from None
+
+    parser.add_argument("--device", type=device, default=default, metavar="DEVICE",
+                        help="where the model runs: cpu | auto | cuda | cuda:N (default cpu), in float32")
 
 
 # -- dataclasses <-> flags ---------------------------------------------------------------------

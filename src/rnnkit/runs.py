@@ -8,6 +8,11 @@ model from its directory (``rnnkit.load``). The layout of a run directory is des
 >>> run = rnnkit.load("runs/digits")                   # doctest: +SKIP
 >>> run.predict(["0", "5"])                            # doctest: +SKIP
 [{'input': '0', 'label': '0', 'probability': 0.99}, ...]
+>>> rnnkit.load("runs/digits", device="cuda").device   # doctest: +SKIP
+device(type='cuda', index=0)
+
+A run loads on any device whatever it was trained on, and in float32 whatever the precision
+of its training (autocast keeps float32 weights).
 """
 from __future__ import annotations
 
@@ -16,11 +21,13 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
 from torch import nn
 
 from .tasks import ENTRY_POINT_GROUP, Task, get_task
 from .training import TrainConfig, evaluate_batches, fit_run
 from .training.checkpoint import CheckpointError, load_weights
+from .training.device import module_device, resolve_device
 
 __all__ = ["train", "load", "load_task", "task_class", "evaluate", "RunModel"]
 
@@ -42,12 +49,18 @@ class RunModel(nn.Module):
     ``forward`` is the model's; ``predict(inputs, **options)`` decodes as the task does, with
     the task's ``PredictOptions`` as keywords (forecast: ``horizon``); ``generate(...)`` and
     ``stream(...)`` take the task's ``GenerateOptions`` (charlm: ``prime, length, temperature,
-    top_k``).
+    top_k``). The model's weights are float32 on ``device``; ``predict`` and ``generate`` take
+    their inputs there (move the model with ``run.to(...)``, and ``device`` follows).
     """
 
     def __init__(self, model: nn.Module, task: Task, config: dict) -> None:
         super().__init__()
         self.model, self.task, self.config = model, task, config
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are."""
+        return module_device(self.model)
 
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)
@@ -88,23 +101,30 @@ def load_task(run_dir: str | Path) -> tuple[Task, dict]:
     return task, config
 
 
-def load(run_dir: str | Path) -> RunModel:
-    """Load a run directory's best weights into its model, in eval mode."""
+def load(run_dir: str | Path, device: str | torch.device | None = None) -> RunModel:
+    """Load a run directory's best weights into its model, in eval mode, in float32.
+
+    ``device``: "cpu" (None, the default), "auto" (CUDA when there is a GPU), "cuda" or
+    "cuda:N", whatever device and precision the run was trained with; a CUDA device the
+    machine lacks raises a one-line ValueError before anything is read.
+    """
+    device = resolve_device("cpu" if device is None else device, "load", "device")
     task, config = load_task(run_dir)
     model = task.build_model()
     try:
-        model.load_state_dict(load_weights(Path(run_dir) / "model.safetensors"))
+        model.load_state_dict(load_weights(Path(run_dir) / "model.safetensors"))  # (read onto the CPU)
     except RuntimeError as e:
         raise CheckpointError(f"{run_dir}/model.safetensors does not fit the model: {str(e).splitlines()[0]}") from None
-    return RunModel(model, task, config).eval()
+    return RunModel(model.to(device), task, config).eval()
 
 
-def evaluate(run_dir: str | Path, data: str | None = None) -> dict[str, float]:
-    """Metrics of a trained run on its test split (re-made from its seed) or on a data file.
+def evaluate(run_dir: str | Path, data: str | None = None, device: str | torch.device | None = None) -> dict[str, float]:
+    """Metrics of a trained run on its test split (re-made from its seed) or on a data file,
+    computed in float32 on ``device`` (as for :func:`load`: None is the CPU).
 
     Keys are ``test_<metric>`` for the test split, ``data_<metric>`` for a file.
     """
-    run = load(run_dir)
+    run = load(run_dir, device)
     task, train_cfg = run.task, TrainConfig(**run.config["train"])
     if data is None:
         meta = dict(task.meta)
@@ -112,7 +132,7 @@ def evaluate(run_dir: str | Path, data: str | None = None) -> dict[str, float]:
         task.meta = meta  # keep the preprocessing the model was trained with
     else:
         dataset = task.load_data(data)
-    metrics = evaluate_batches(task, run.model, task.loader(dataset, train_cfg.batch_size, shuffle=False))
+    metrics = evaluate_batches(task, run.model, task.loader(dataset, train_cfg.batch_size, shuffle=False), run.device)
     return {f"{'test' if data is None else 'data'}_{k}": v for k, v in metrics.items()}
 
 

@@ -379,3 +379,13 @@ def test_stream_step_refuses_another_dtype():
     stream = rnnkit.Stream(rnnkit.LSTM(I, H))
     with raises(TypeError, r"^Stream.step: x_t must have dtype torch.float32 \(the layer's weights'\), got torch.int64"):
         stream.step(torch.ones(1, I, dtype=torch.long))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_state_returned_under_autocast_is_taken_back_under_autocast(name):
+    """Stateful training under bf16 autocast feeds each call the state of the previous one."""
+    layer = LAYERS[name]()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, state = layer(x_tbi())
+        out, state = layer(x_tbi(), state)
+    assert out.shape == (T, B, H)

@@ -14,8 +14,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..checks import check_dropout
 
-__all__ = ["Batch", "unpack_input", "pack_output", "check_lengths", "check_dropout", "check_state", "split_states",
-           "stack_states"]
+__all__ = ["Batch", "unpack_input", "pack_output", "check_lengths", "check_dropout", "check_state", "autocast_state",
+           "split_states", "stack_states"]
 
 
 @dataclass
@@ -134,6 +134,18 @@ def check_state(cls: str, state, template, names: tuple[str, ...] | None = None)
             raise TypeError(f"{cls}: {name} must have dtype {e.dtype} (the input's), got {s.dtype}")
         if s.device != e.device:
             raise ValueError(f"{cls}: {name} must be on {e.device} (the input's device), got {s.device}")
+
+
+def autocast_state(state, template):
+    """Under autocast, a state in another float dtype (a lower-precision state returned by the
+    previous call) is cast to the template's; otherwise the state is returned as it is."""
+    if not isinstance(template, (Tensor, tuple)) or not torch.is_autocast_enabled(_flatten(template)[0].device.type):
+        return state
+    if isinstance(state, Tensor) and isinstance(template, Tensor):
+        return state.to(template.dtype) if state.is_floating_point() else state
+    if isinstance(state, (tuple, list)) and isinstance(template, tuple) and len(state) == len(template):
+        return tuple(autocast_state(s, t) for s, t in zip(state, template))
+    return state
 
 
 def split_states(state, count: int) -> list:

@@ -27,7 +27,7 @@ from ..cells.lstm import LSTM_KIND, lstm_init_
 from ..cells.rnn import RNN_KIND, check_nonlinearity, rnn_init_
 from ..checks import check_bool, check_dropout, check_size
 from .backends import ANY, Backend, register, registered, select
-from .boundary import check_state, pack_output, split_states, stack_states, unpack_input
+from .boundary import autocast_state, check_state, pack_output, split_states, stack_states, unpack_input
 from .recurrent import run_layers
 
 __all__ = ["RNN", "LSTM", "GRU", "TORCH_FLAGS"]
@@ -127,7 +127,7 @@ class _Layer:
         if state is None:
             state = template
         else:
-            state = batch.state_in(cls, state)
+            state = autocast_state(batch.state_in(cls, state), template)
             check_state(cls, state, template, self.kind.state_names)
         backend = select("layer", self.cell_config(), batch.x) if self.engine == "auto" else None
         if backend is not None:

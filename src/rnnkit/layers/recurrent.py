@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import PackedSequence
 from ..checks import check_bool, check_dropout, check_size
 from . import sequence  # noqa: F401  (registers the sequence backends before any layer runs)
 from .backends import select
-from .boundary import check_state, pack_output, split_states, stack_states, unpack_input
+from .boundary import autocast_state, check_state, pack_output, split_states, stack_states, unpack_input
 
 __all__ = ["Recurrent", "run_layers", "run_direction"]
 
@@ -199,7 +199,7 @@ class Recurrent(nn.Module):
             states0 = [c.initial_state(B, device=x_tbi.device, dtype=x_tbi.dtype) for c in self.cells]
         else:
             template = self.initial_state(B, device=x_tbi.device, dtype=x_tbi.dtype)
-            state = batch.state_in("Recurrent", state)
+            state = autocast_state(batch.state_in("Recurrent", state), template)
             check_state("Recurrent", state, template)
             states0 = split_states(state, len(self.cells))
         out, finals = run_layers(

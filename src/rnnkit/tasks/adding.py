@@ -35,7 +35,7 @@ from ..data.datasets.memory import ADDING_BASELINE_MSE, GeneratedData, Generated
 from ..export import ExportSpec, ForecasterGraph
 from ..models.forecaster import Forecaster, ForecasterConfig
 from ..models.recurrent import CELLS
-from ..training import StepOutput
+from ..training import StepOutput, module_device
 from .base import IndexLoader, NoOptions, Task, TensorData, register
 
 __all__ = ["AddingTask", "AddingOptions", "SOLVED_MSE", "CORRECT_ERROR"]
@@ -133,7 +133,7 @@ class AddingTask(Task):
         rows = []
         for text in inputs:
             x = _parse_marked(text)  # (T, 2)
-            y_hat = float(model(x.unsqueeze(0))[0, 0])
+            y_hat = float(model(x.unsqueeze(0).to(module_device(model)))[0, 0])
             target = float((x[:, 0] * x[:, 1]).sum())
             rows.append({"input": text, "sum": round(y_hat, 4), "target": round(target, 4)})
         return rows

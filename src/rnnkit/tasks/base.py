@@ -128,14 +128,16 @@ class Task:
     def predict(self, model: nn.Module, inputs: list[str], options) -> list[dict]:
         """One JSON-able dict per input (``rnnkit predict`` prints one line each).
 
-        ``options`` is an instance of ``PredictOptions``; ``model`` is in eval mode.
+        ``options`` is an instance of ``PredictOptions``; ``model`` is in eval mode, float32, on
+        the device ``rnnkit.load`` put it on: inputs go to ``rnnkit.training.module_device(model)``.
         """
         raise ValueError(f"task {self.name} has no predict")
 
     def generate(self, model: nn.Module, options) -> Iterator[str]:
         """Generated text piece by piece, so the command line can stream it.
 
-        ``options`` is an instance of ``GenerateOptions``; ``model`` is in eval mode.
+        ``options`` is an instance of ``GenerateOptions``; ``model`` is in eval mode, on any
+        device (as for ``predict``).
         """
         raise ValueError(f"task {self.name} does not generate text; use `rnnkit predict`")
 

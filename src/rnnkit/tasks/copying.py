@@ -31,7 +31,7 @@ from ..data.datasets.memory import GeneratedData, GeneratedLoader, copy_baseline
 from ..export import ExportSpec, LanguageModelGraph
 from ..models.language_model import LanguageModel, LanguageModelConfig
 from ..models.recurrent import CELLS
-from ..training import StepOutput
+from ..training import StepOutput, module_device
 from .base import IndexLoader, NoOptions, Task, TensorData, register
 
 __all__ = ["CopyTask", "CopyOptions", "SOLVED_ACCURACY"]
@@ -142,7 +142,7 @@ class CopyTask(Task):
             x = torch.zeros(1, o.seq_len + 2 * o.copy_len, dtype=torch.long)
             x[0, : o.copy_len] = torch.tensor(ids)
             x[0, o.copy_len + o.seq_len - 1] = o.num_symbols + 1  # the delimiter
-            logits, _ = model(x)  # (1, T + 2L, V)
+            logits, _ = model(x.to(module_device(model)))  # (1, T + 2L, V)
             recalled = logits[0, -o.copy_len :].argmax(-1).tolist()
             rows.append({"input": text, "output": recalled, "correct": sum(a == b for a, b in zip(recalled, ids))})
         return rows

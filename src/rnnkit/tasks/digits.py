@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..data import split_indices
 from ..export import ClassifierGraph, ExportSpec
 from ..models import ClassifierConfig, SequenceClassifier
-from ..training import StepOutput
+from ..training import StepOutput, module_device
 from .base import NoOptions, Task, TensorData, register
 
 __all__ = ["DigitsTask", "DigitsOptions"]
@@ -89,7 +89,7 @@ class DigitsTask(Task):
         """Each input is an index into load_digits' images or the path of an image file."""
         if not inputs:
             raise ValueError("digits: predict needs at least one INPUT (an image index or an image file)")
-        images = torch.stack([self._read_input(s) for s in inputs])  # (N, 8, 8)
+        images = torch.stack([self._read_input(s) for s in inputs]).to(module_device(model))  # (N, 8, 8)
         probs = torch.softmax(model(images), -1)  # (N, 10)
         labels = self.meta["labels"]
         return [
@@ -118,10 +118,10 @@ def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
     B, H, W = x.shape
     s = max_shift
     padded = F.pad(x, (s, s, s, s))  # (B, H + 2s, W + 2s)
-    dy, dx = torch.randint(0, 2 * s + 1, (2, B, 1, 1))  # each (B, 1, 1)
-    rows = torch.arange(H).view(1, H, 1) + dy  # (B, H, 1)
-    cols = torch.arange(W).view(1, 1, W) + dx  # (B, 1, W)
-    return padded[torch.arange(B).view(B, 1, 1), rows, cols]  # (B, H, W)
+    dy, dx = torch.randint(0, 2 * s + 1, (2, B, 1, 1), device=x.device)  # each (B, 1, 1)
+    rows = torch.arange(H, device=x.device).view(1, H, 1) + dy  # (B, H, 1)
+    cols = torch.arange(W, device=x.device).view(1, 1, W) + dx  # (B, 1, W)
+    return padded[torch.arange(B, device=x.device).view(B, 1, 1), rows, cols]  # (B, H, W)
 
 
 def image_file_to_rows(path: str, side: int) -> torch.Tensor:

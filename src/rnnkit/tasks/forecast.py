@@ -48,7 +48,7 @@ from ..models.baselines import (ArimaSpec, arima_forecast, fit_arima, naive_fore
                                seasonal_naive_forecast, select_arima)
 from ..models.forecaster import Forecaster, ForecasterConfig
 from ..models.recurrent import CELLS
-from ..training import StepOutput
+from ..training import StepOutput, module_device
 from .base import Task, TensorData, register
 from .forecast_live import LiveForecast
 
@@ -337,7 +337,8 @@ class ForecastTask(Task):
         out = []
         for lo in range(0, len(data), batch_size):
             batch = data.take(list(range(lo, min(lo + batch_size, len(data)))))
-            u_hat = self.integrate(model(batch["x"]), batch["anchor"], batch["loc"], batch["scale"])  # (B, H)
+            z_hat = model(batch["x"].to(module_device(model))).cpu()  # (B, H), scaled
+            u_hat = self.integrate(z_hat, batch["anchor"], batch["loc"], batch["scale"])  # (B, H)
             out.append(self.undo_log(u_hat).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.options.horizon))
 
@@ -378,7 +379,7 @@ class ForecastTask(Task):
             u = self._to_u(y, "the history")
             z = _difference(u, o.difference, m)
             x, loc, scale = self._scale(z[None, len(y) - o.window:])  # (1, T), (1,), (1,)
-            z_hat = model(torch.from_numpy(x).float().unsqueeze(-1))  # (1, H)
+            z_hat = model(torch.from_numpy(x).float().unsqueeze(-1).to(module_device(model))).cpu()  # (1, H)
             anchor = torch.from_numpy(u[None, len(y) - anchor_len:])  # (1, A)
             u_hat = self.integrate(z_hat, anchor, torch.from_numpy(loc), torch.from_numpy(scale))  # (1, H)
             y = np.concatenate([y, self.undo_log(u_hat)[0].numpy()])

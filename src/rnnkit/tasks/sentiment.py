@@ -35,7 +35,7 @@ from ..data import Vocab, pad_sequences, split_indices, word_tokenize
 from ..data.datasets.reviews import load_fine_food, read_text_table
 from ..export import ClassifierGraph, ExportSpec
 from ..models import CELLS, ClassifierConfig, SequenceClassifier
-from ..training import StepOutput
+from ..training import StepOutput, module_device
 from .base import NoOptions, Task, TensorData, register
 
 __all__ = ["SentimentTask", "SentimentOptions", "TextSplits", "load_text_splits", "macro_f1",
@@ -310,7 +310,8 @@ class SentimentTask(Task):
         for start in range(0, len(inputs), 256):
             chunk = inputs[start : start + 256]
             x, lengths = self.encode_texts(chunk)  # (N, max_len), (N,)
-            probs = torch.softmax(model(x[:, : int(lengths.max())], lengths), -1)  # (N, C)
+            x = x[:, : int(lengths.max())].to(module_device(model))
+            probs = torch.softmax(model(x, lengths), -1)  # (N, C)
             for text, p in zip(chunk, probs):
                 rows.append({"input": text, "label": labels[int(p.argmax())],
                              "probabilities": {label: round(float(q), 4) for label, q in zip(labels, p)}})

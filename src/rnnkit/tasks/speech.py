@@ -35,7 +35,7 @@ from ..data.datasets import spoken_digits as sd
 from ..export import CTCGraph, ExportSpec
 from ..models import CELLS
 from ..models.ctc import CTCConfig, CTCModel, ctc_greedy_decode, ctc_prefix_beam_search, error_counts
-from ..training import StepOutput
+from ..training import StepOutput, module_device
 from .base import NoOptions, Task, TensorData, register
 
 __all__ = ["SpeechTask", "SpeechOptions", "SpeechData", "speech_tokens", "min_ctc_steps"]
@@ -249,7 +249,7 @@ class SpeechTask(Task):
         rows = []
         for path in inputs:
             feats = torch.from_numpy(self._features_of_file(path))  # (T, F)
-            out = model(feats[None], torch.tensor([len(feats)]))  # log_probs (1, T', C)
+            out = model(feats[None].to(module_device(model)), torch.tensor([len(feats)]))  # log_probs (1, T', C)
             text = self.decode(out.log_probs, out.lengths)[0]
             rows.append({"input": path, "text": text, "frames": len(feats)})
         return rows

@@ -40,7 +40,7 @@ from ..data.tags import SCHEMES, convert_scheme, entities
 from ..export import ExportSpec, TaggerGraph
 from ..models.recurrent import CELLS
 from ..models.tagger import SequenceTagger, TaggerConfig, word_case
-from ..training import StepOutput
+from ..training import StepOutput, module_device, move_to_device
 from ..training.metrics import EntityCounts, entity_counts, precision_recall_f1
 from .base import NoOptions, Task, TensorData, register
 
@@ -289,7 +289,7 @@ class TaggingTask(Task):
 
     def _stats(self, pred: torch.Tensor, y: torch.Tensor, lengths: torch.Tensor, ambiguous: torch.Tensor) -> dict:
         tags = self.meta["tags"]
-        valid = torch.arange(y.shape[1]) < lengths.unsqueeze(1)  # (B, T)
+        valid = torch.arange(y.shape[1], device=y.device) < lengths.unsqueeze(1)  # (B, T)
         stats = {"correct": int(((pred == y) & valid).sum())}
         gold_seqs = [[tags[i] for i in row[:n]] for row, n in zip(y.tolist(), lengths.tolist())]
         pred_seqs = [[tags[i] for i in row[:n]] for row, n in zip(pred.tolist(), lengths.tolist())]
@@ -331,7 +331,7 @@ class TaggingTask(Task):
         present = [k for k, tokens in enumerate(token_lists) if tokens]  # a text without tokens gets no tags
         for start in range(0, len(present), 256):
             chunk = present[start : start + 256]
-            batch = self.encode_tokens([token_lists[k] for k in chunk])
+            batch = move_to_device(self.encode_tokens([token_lists[k] for k in chunk]), module_device(model))
             lengths = batch["lengths"]
             o = self.options
             emissions = model(batch["x"], lengths, batch["chars"] if o.char_features else None,

@@ -48,7 +48,7 @@ from ..data.datasets.numbers import (ParallelText, number_pairs, parse_int_list,
                                      split_numbers)
 from ..export import DecoderStepGraph, EncoderGraph, ExportSpec
 from ..models.seq2seq import ATTENTIONS, Seq2Seq, Seq2SeqConfig, beam_search, greedy_decode
-from ..training import StepOutput
+from ..training import StepOutput, module_device
 from ..viz.plots import save_figure
 from .base import NoOptions, Task, TensorData, register
 
@@ -356,6 +356,7 @@ class TranslateTask(Task):
         for start in range(0, len(sources), 256):
             chunk = list(sources[start : start + 256])
             source, lengths = self.encode_sources(chunk)
+            source = source.to(module_device(model))
             hyps = beam_search(model, source, lengths, beam_size, self.meta["max_decode_len"], o.length_alpha)
             for text, h in zip(chunk, hyps):
                 rows.append({"input": text, "translation": translation_detokenize(target_vocab.decode(h.tokens)),
@@ -394,10 +395,11 @@ def plot_attention(run, source: str, path: str | Path) -> Path:
         raise ValueError("plot_attention: the run's model has no attention (attention='none')")
     source_vocab, target_vocab = task.vocabs
     ids, lengths = task.encode_sources([source])  # (1, S), (1,)
+    ids = ids.to(module_device(model))
     hyp = beam_search(model, ids, lengths, task.options.beam_size, task.meta["max_decode_len"],
                       task.options.length_alpha)[0]
-    target_in = torch.tensor([[target_vocab.bos_index, *hyp.tokens]])  # (1, T): <bos> y_1 .. y_n
-    weights = model(ids, lengths, target_in).attention[0]  # (T, S)
+    target_in = torch.tensor([[target_vocab.bos_index, *hyp.tokens]], device=ids.device)  # (1, T): <bos> y_1 .. y_n
+    weights = model(ids, lengths, target_in).attention[0].float().cpu()  # (T, S)
     rows = target_vocab.decode(hyp.tokens, skip_specials=False) + ["<eos>"]
     cols = source_vocab.decode(ids[0], skip_specials=False)
     fig, ax = plt.subplots(figsize=(max(5.0, 1 + 0.5 * len(cols)), 1.5 + 0.4 * len(rows)))

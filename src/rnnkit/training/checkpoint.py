@@ -9,6 +9,10 @@ A training checkpoint is a folder::
 It is written into ``NAME.tmp`` and swapped in with renames, so a crash at any moment leaves
 either the old or the new checkpoint whole; the checksums in ``trainer.json`` catch a file
 that was cut short or changed afterwards.
+
+Tensors are copied to the CPU to be saved and are read back onto the CPU (what ``map_location``
+does for ``torch.load``); ``load_state_dict`` then copies them to wherever the model and the
+optimizer live. So a run trained on a GPU resumes or loads on a CPU-only machine, and back.
 """
 from __future__ import annotations
 
@@ -53,12 +57,12 @@ def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a safetensors file; a missing, truncated or corrupt file raises CheckpointError."""
+    """Read a safetensors file onto the CPU; a missing, truncated or corrupt file raises CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     try:
-        return load_file(str(path))
+        return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint file {path} is corrupt or truncated ({e})") from None
 

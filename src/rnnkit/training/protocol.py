@@ -65,7 +65,13 @@ class TrainingTask(Protocol):
       to None at the start of every epoch and of every evaluation pass. False: each batch
       starts from ``state=None``.
     - ``state`` (the carried state) must be a tensor or a flat tuple of tensors (an LSTM's
-      ``(h, c)``): checkpoints store it to resume a stateful task mid-epoch.
+      ``(h, c)``): checkpoints store it to resume a stateful task mid-epoch. Under autocast
+      the trainer keeps it in the weights' dtype between batches.
+    - Devices and precision: the batch ``step`` gets is already on the model's device (the
+      trainer moves its tensors, ``rnnkit.training.move_to_device``), and ``step`` runs under
+      autocast with ``TrainConfig.precision`` "bf16" or "16-mixed". Tensors ``step`` makes
+      itself go on the batch's device (``torch.arange(T, device=x.device)``); its loss may
+      come out in float32 or lower (autocast's choice), its stats are plain numbers.
     """
 
     stateful: bool

@@ -6,9 +6,10 @@ A run directory holds::
 
     config.json          task name, task options, TrainConfig
     preprocess.json      the task's preprocessing state (labels, vocabulary, scalers)
-    model.safetensors    the best weights (by the validation metric)
+    model.safetensors    the best weights (by the validation metric), float32 in every precision
     metrics.jsonl        one JSON object per logged train step / evaluation
-    summary.json         final and best metrics (test_*, val_*, best_val_*), throughput
+    summary.json         final and best metrics (test_*, val_*, best_val_*), throughput,
+                         the device and precision used
     plots/*.png          curves of every logged quantity
     checkpoints/last/    everything --resume needs
 """
@@ -24,7 +25,8 @@ import torch
 
 from .callbacks import JsonlLogger, ProgressBar
 from .checkpoint import atomic_write_json, load_weights
-from .distributed import setup, teardown
+from .device import check_precision, resolve_device
+from .distributed import local_rank, setup, teardown
 from .protocol import RunTask
 from .trainer import TrainConfig, Trainer
 
@@ -40,15 +42,20 @@ def fit_run(task: RunTask, config: TrainConfig, out: str | Path, resume: bool = 
     model.safetensors, checkpoints to checkpoints/last); evaluate the best weights on the test
     split; write summary.json and plots. ``resume`` continues the run already in ``out``.
     Under ``torchrun`` every process calls this; only rank 0 writes and gets the summary
-    (the others get ``{}``).
+    (the others get ``{}``). ``config.device`` and ``config.precision`` are checked against
+    the machine before anything is read or written (a CUDA device it lacks, 16-mixed off
+    CUDA: a one-line ValueError); summary.json records the resolved device (rank 0's, e.g.
+    "cuda:0") and the precision.
     """
     config.validate()
+    device = resolve_device(config.device, "TrainConfig", "device", local_rank=local_rank())
+    check_precision("TrainConfig", "precision", config.precision, device)
     out = Path(out)
     if resume and not (out / "checkpoints" / "last").exists() and not (out / "checkpoints" / "last.old").exists():
         raise ValueError(f"--resume: {out} holds no checkpoint to resume from")
     if not resume and (out / "checkpoints").exists():
         raise ValueError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
-    dist = setup()
+    dist = setup(device)
     try:
         seed_everything(config.seed)
         splits = task.prepare(config.seed)
@@ -75,6 +82,7 @@ def fit_run(task: RunTask, config: TrainConfig, out: str | Path, resume: bool = 
         test = trainer.evaluate(loaders["test"])
         summary = {
             "task": task.name, "seed": config.seed, "steps": p.step, "epochs": p.epoch, "stopped": p.stopped,
+            "device": str(trainer.device), "precision": config.precision,
             "skipped_steps": p.skipped, "parameters": sum(q.numel() for q in model.parameters()),
             "train_seconds": round(p.elapsed, 3), "eval_seconds_in_training": round(p.timing.get("eval", 0.0), 3),
             "train_samples_per_second": p.timing["samples"] / max(p.timing["data"] + p.timing["model"], 1e-9),

@@ -1,6 +1,7 @@
 """The training loop. It knows nothing about recurrent networks, tasks or models: it asks a
 *task* for the loss of a batch and for metrics, and does the rest (BPTT or truncated BPTT,
-clipping, optimizer and schedule, evaluation, early stopping, budgets, checkpoints and resume).
+clipping, optimizer and schedule, evaluation, early stopping, budgets, checkpoints and resume),
+on the device and in the precision of its config (``rnnkit.training.device``).
 
 What it asks of the task and of the loaders is written in :mod:`rnnkit.training.protocol`::
 
@@ -26,6 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, save_weights
+from .device import (Precision, autocast, check_device, check_precision, module_device, move_to_device,
+                     resolve_device)
 from .distributed import DistInfo, all_reduce_sum
 from .protocol import Loader, ResumableLoader, StepOutput, TrainingTask
 
@@ -53,6 +56,12 @@ class TrainConfig:
     on_nonfinite: str = "stop"  # a NaN/inf loss: "stop" training, or "skip" the step
     log_every: int = 10  # steps between train records in metrics.jsonl
     seed: int = 0
+    # where to train: auto (CUDA when torch sees a GPU, else the CPU) | cpu | cuda | cuda:N;
+    # under torchrun, auto and cuda give each process the GPU of its LOCAL_RANK
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    # 32 | bf16 (autocast to bfloat16, CPU or GPU) | 16-mixed (autocast to float16 + GradScaler, CUDA only);
+    # the weights stay float32 in every precision
+    precision: str = field(default="32", metadata={"help": "32 | bf16 | 16-mixed"})
 
     def validate(self) -> None:
         choices = {"optimizer": ("adam", "adamw", "sgd", "rmsprop"), "schedule": ("constant", "cosine", "step"),
@@ -67,6 +76,8 @@ class TrainConfig:
                      "weight_decay"):
             if not getattr(self, name) >= 0:  # (NaN too)
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
+        check_device("TrainConfig", "device", self.device)  # its form; resolve_device says if the machine has it
+        check_precision("TrainConfig", "precision", self.precision)
 
 
 class TrainingStopped(RuntimeError):
@@ -82,11 +93,16 @@ class Callback:
     def on_fit_end(self, trainer: "Trainer") -> None: ...
 
 
-def detach_state(state):
-    """Cut the graph behind a recurrent state (tensor or nested tuple), keeping its values."""
-    if state is None or isinstance(state, Tensor):
-        return None if state is None else state.detach()
-    return tuple(detach_state(s) for s in state)
+def detach_state(state, dtype: torch.dtype | None = None):
+    """Cut the graph behind a recurrent state (tensor or nested tuple), keeping its values; with
+    ``dtype``, its floating-point tensors are cast to it (the trainer passes the weights' dtype
+    under autocast, where layers hand back a low-precision state: the carry stays float32)."""
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        state = state.detach()
+        return state.to(dtype) if dtype is not None and state.is_floating_point() else state
+    return tuple(detach_state(s, dtype) for s in state)
 
 
 @dataclass
@@ -122,6 +138,13 @@ class Trainer:
         mode: "max" or "min" for the monitored metric.
         callbacks: Callback objects (logging, progress, plots).
         dist: rank and world size.
+
+    The model moves to ``config.device`` (resolved: "auto" is CUDA when there is a GPU; under
+    torchrun, ``cuda:LOCAL_RANK``) before the optimizer is built, and every batch follows it
+    (``move_to_device``: the tensors of dicts, tuples, lists and dataclasses, non-blocking). The
+    forward pass and the loss run under autocast for ``config.precision`` "bf16" and
+    "16-mixed", evaluation included; the weights, gradients and optimizer state stay float32.
+    ``self.device`` is the resolved device.
     """
 
     def __init__(self, task: TrainingTask, model: nn.Module, train_loader: Loader, val_loader: Loader | None,
@@ -137,7 +160,15 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.monitor, self.mode, self.dist = monitor, mode, dist
         self.callbacks = list(callbacks) if dist.is_main else []
-        self.model = dist.wrap(model)
+        self.device = resolve_device(config.device, "TrainConfig", "device",
+                                     local_rank=dist.local_rank if dist.world > 1 else None)
+        check_precision("TrainConfig", "precision", config.precision, self.device)  # 16-mixed needs CUDA
+        self.precision = Precision(config.precision, self.device)
+        model.to(self.device)  # before the optimizer, whose state lives beside the weights
+        self.model = dist.wrap(model, self.device)
+        # the state carried from batch to batch (truncated BPTT, streams) is kept in the weights'
+        # dtype, as the next batch's input is: under autocast the layers return it in bf16/fp16
+        self._carry_dtype = _weights_dtype(model) if config.precision != "32" else None
         self.optimizer = _make_optimizer(config, model.parameters())
         self.total_steps = _planned_steps(config, _batches_per_epoch(train_loader))
         self.progress = _Progress()
@@ -172,6 +203,7 @@ class Trainer:
                 carry = None
             t_data = time.perf_counter()
             for batch in self.train_loader:
+                batch = move_to_device(batch, self.device)  # (counted as data time)
                 t_model = time.perf_counter()
                 p.timing["data"] += t_model - t_data
                 loss, count, stats, carry = self._train_batch(batch, carry)
@@ -230,7 +262,8 @@ class Trainer:
         windows = self.task.split_time(batch, cfg.bptt) if cfg.bptt else [batch]
         total_loss, total_count, totals = 0.0, 0, {}
         for window in windows:
-            out = self.task.step(self.model, window, carry)
+            with self.precision.autocast():  # the forward pass and the loss; backward runs outside
+                out = self.task.step(self.model, window, carry)
             count = int(all_reduce_sum(float(out.count), self.dist))
             if count < 1:  # the loss is divided by it
                 raise ValueError(f"Trainer: task.step must count at least one item in a training batch "
@@ -249,12 +282,13 @@ class Trainer:
                 continue
             # Each process divides by the global count; DDP averages over `world`, so
             # multiplying by `world` makes the gradient that of the global batch exactly.
-            (out.loss_sum * (self.dist.world / count)).backward()
+            self.precision.backward(out.loss_sum * (self.dist.world / count))
             if cfg.clip_norm:
+                self.precision.unscale_(self.optimizer)  # (16-mixed: clip the true gradients)
                 nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.clip_norm)
-            self.optimizer.step()
+            self.precision.step(self.optimizer)
             self.optimizer.zero_grad(set_to_none=True)
-            carry = detach_state(out.state) if (cfg.bptt or self.task.stateful) else None
+            carry = detach_state(out.state, self._carry_dtype) if (cfg.bptt or self.task.stateful) else None
             total_loss, total_count = total_loss + loss_sum, total_count + count
             for k, v in out.stats.items():  # summed over processes, like the loss
                 totals[k] = totals.get(k, 0.0) + all_reduce_sum(float(v), self.dist)
@@ -264,8 +298,9 @@ class Trainer:
     # -- evaluation, checkpoints ------------------------------------------------------------
 
     def evaluate(self, loader: Loader) -> dict[str, float]:
-        """The task's metrics over every batch of ``loader`` (loss included)."""
-        return evaluate_batches(self.task, self.raw_model, loader)
+        """The task's metrics over every batch of ``loader`` (loss included), on the trainer's
+        device and in its precision."""
+        return evaluate_batches(self.task, self.raw_model, loader, self.device, self.precision.precision)
 
     def _evaluate_and_checkpoint(self, carry) -> None:
         p = self.progress
@@ -304,6 +339,7 @@ class Trainer:
             "progress": asdict(self.progress), "rng": rng_json, "loader": self._loader_state(),
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
             "carry_is_tuple": isinstance(carry, tuple), "callbacks": {}, "last_val": self.last_val,
+            "scaler": self.precision.state_dict(),
         }
         for cb in self.callbacks:
             if hasattr(cb, "state_dict"):
@@ -330,12 +366,14 @@ class Trainer:
             log.info("resuming at step %d: the train loader is not resumable; epoch %d starts again from its "
                      "first batch", self.progress.step, self.progress.epoch + 1)
         restore_rng(state["rng"], tensors)
+        self.precision.load_state_dict(state.get("scaler", {}))
         for cb in self.callbacks:
             if hasattr(cb, "load_state_dict") and type(cb).__name__ in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][type(cb).__name__])
         carry = [tensors[f"carry/{i}"] for i in range(len(tensors)) if f"carry/{i}" in tensors]
         if not carry or not exact:  # a state carried mid-epoch belongs to the batches that come next
             return None
+        carry = move_to_device(carry, self.device)  # (read on the CPU: the run may have moved)
         return tuple(carry) if state["carry_is_tuple"] else carry[0]
 
     def _loader_state(self) -> dict | None:
@@ -357,20 +395,27 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate_batches(task: TrainingTask, model: nn.Module, batches: Loader) -> dict[str, float]:
+def evaluate_batches(task: TrainingTask, model: nn.Module, batches: Loader, device: torch.device | str | None = None,
+                     precision: str = "32") -> dict[str, float]:
     """``task.metrics`` over every batch of ``batches``, the model in eval mode (restored after).
 
     Losses and stats are summed over the batches first, so the metrics are those of the
     whole data, whatever the batch sizes. A stateful task carries its state from batch to batch.
+    Each batch moves to ``device`` (default: the model's), and the steps run under autocast
+    for ``precision`` "bf16" or "16-mixed" (see ``rnnkit.training.device``).
     """
+    device = module_device(model) if device is None else resolve_device(device, "evaluate_batches", "device")
+    check_precision("evaluate_batches", "precision", precision, device)
+    carry_dtype = _weights_dtype(model) if precision != "32" else None  # (as the trainer's carry)
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {"loss_sum": 0.0, "count": 0.0}
     carry = None
     try:
         for batch in batches:
-            out = task.step(model, batch, carry)
-            carry = out.state if task.stateful else None
+            with autocast(precision, device):
+                out = task.step(model, move_to_device(batch, device), carry)
+            carry = detach_state(out.state, carry_dtype) if task.stateful else None
             totals["loss_sum"] += float(out.loss_sum)
             totals["count"] += out.count
             for k, v in out.stats.items():
@@ -378,6 +423,11 @@ def evaluate_batches(task: TrainingTask, model: nn.Module, batches: Loader) -> d
     finally:
         model.train(was_training)
     return task.metrics(totals)
+
+
+def _weights_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating-point parameter (None without one)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
 
 
 def _check_reiterable(name: str, loader, passes: bool) -> None:
