@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 from ..tags import split_tag
+from ._files import read_text, text_lines
 
 __all__ = ["NerSentence", "read_conll", "write_conll", "mark_ambiguous", "generate_ner", "split_templates",
            "TEMPLATES", "AMBIGUOUS_READINGS", "AMBIGUOUS_WORDS", "OPENERS", "FAKER_VERSION", "tokenize"]
@@ -76,11 +77,10 @@ def read_conll(path: str | os.PathLike, ambiguous_words: Sequence[str] | None = 
             (``NerSentence.ambiguous``); default ``AMBIGUOUS_WORDS``.
 
     Raises ValueError naming the file and the line for a malformed line, and for a missing,
-    non-UTF-8 or empty file.
+    non-UTF-8, empty or over-512-MiB file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"read_conll: {path} does not exist or is not a file")
+    text = read_text("read_conll", path)
     words = AMBIGUOUS_WORDS if ambiguous_words is None else frozenset(ambiguous_words)
     sentences: list[NerSentence] = []
     tokens: list[str] = []
@@ -94,38 +94,39 @@ def read_conll(path: str | os.PathLike, ambiguous_words: Sequence[str] | None = 
             tokens.clear()
             tags.clear()
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                fields = line.split()
-                if not fields:
-                    close()
-                    continue
-                if fields[0] == "-DOCSTART-":
-                    close()
-                    continue
-                if len(fields) < 2:
-                    raise ValueError(f"read_conll: {path} line {line_no}: expected a token and its tag "
-                                     f"(2 or more whitespace-separated columns), got 1 column {fields[0]!r}: "
-                                     "the tag is missing")
-                if not columns:
-                    columns, first_line = len(fields), line_no
-                elif len(fields) != columns:
-                    raise ValueError(f"read_conll: {path} line {line_no}: expected {columns} columns like line "
-                                     f"{first_line}, got {len(fields)}: {line.strip()!r}")
-                try:
-                    split_tag(fields[-1])
-                except ValueError:
-                    raise ValueError(f"read_conll: {path} line {line_no}: the last column must be a BIO/BIOES tag "
-                                     f"(O, B-TYPE, I-TYPE, E-TYPE, S-TYPE), got {fields[-1]!r}") from None
-                tokens.append(fields[0])
-                tags.append(fields[-1])
-    except UnicodeDecodeError as e:
-        raise ValueError(f"read_conll: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    for line_no, line in enumerate(text_lines(text), start=1):
+        fields = line.split()
+        if not fields:
+            close()
+            continue
+        if fields[0] == "-DOCSTART-":
+            close()
+            continue
+        if len(fields) < 2:
+            raise ValueError(f"read_conll: {path} line {line_no}: expected a token and its tag "
+                             f"(2 or more whitespace-separated columns), got 1 column {_clip(fields[0])!r}: "
+                             "the tag is missing")
+        if not columns:
+            columns, first_line = len(fields), line_no
+        elif len(fields) != columns:
+            raise ValueError(f"read_conll: {path} line {line_no}: expected {columns} columns like line "
+                             f"{first_line}, got {len(fields)}: {_clip(line.strip())!r}")
+        try:
+            split_tag(fields[-1])
+        except ValueError:
+            raise ValueError(f"read_conll: {path} line {line_no}: the last column must be a BIO/BIOES tag "
+                             f"(O, B-TYPE, I-TYPE, E-TYPE, S-TYPE), got {_clip(fields[-1])!r}") from None
+        tokens.append(fields[0])
+        tags.append(fields[-1])
     close()
     if not sentences:
         raise ValueError(f"read_conll: {path} holds no sentences")
     return sentences
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """A piece of a line as an error message quotes it: at most ``limit`` characters."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def write_conll(path: str | os.PathLike, sentences: Sequence[NerSentence | tuple[Sequence[str], Sequence[str]]]) -> None:

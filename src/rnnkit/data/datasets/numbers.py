@@ -26,6 +26,8 @@ import os
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
+from ._files import read_text, text_lines
+
 __all__ = ["NumberSplit", "split_numbers", "number_pairs", "parse_int_list", "read_parallel_tsv", "ParallelText"]
 
 
@@ -138,17 +140,13 @@ def read_parallel_tsv(path: str | os.PathLike) -> ParallelText:
     """A ``source<TAB>target`` file, one pair per line (UTF-8); blank lines are skipped.
 
     A line without a tab, with more than one tab, or with an empty side raises
-    ``ValueError("read_parallel_tsv: FILE line N: ...")``.
+    ``ValueError("read_parallel_tsv: FILE line N: ...")``; so does a file over 512 MiB or not UTF-8.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"read_parallel_tsv: {path} does not exist or is not a file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"read_parallel_tsv: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = read_text("read_parallel_tsv", path)
     sources, targets = [], []
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(text_lines(text), start=1):
+        line = line.rstrip("\r\n")
         if not line.strip():
             continue
         fields = line.split("\t")

@@ -13,18 +13,27 @@ A malformed row raises ``ValueError`` naming the file and its line number (a mis
 column, an empty text or label, a line that is not a JSON object) rather than being
 skipped: a skipped row silently changes the data set, and one bad row is usually the first
 sign of a wrong delimiter or column name.
+
+Limits, each refused with the file and line: a file over 512 MiB (``MAX_TEXT_BYTES``), a CSV
+field over the csv module's ``field_size_limit()`` (131,072 characters unless changed), a
+JSON line nested deeper than ``MAX_JSON_DEPTH`` (64) arrays/objects (checked before parsing:
+deeper nesting would exhaust Python's recursion limit inside the JSON parser).
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["TextTable", "FineFood", "load_fine_food", "read_text_table", "TABLE_SUFFIXES"]
+from ._files import read_text, text_lines
+
+__all__ = ["TextTable", "FineFood", "load_fine_food", "read_text_table", "TABLE_SUFFIXES", "MAX_JSON_DEPTH"]
 
 TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".jsonl", ".ndjson")
+MAX_JSON_DEPTH = 64  # nested arrays/objects in one JSONL line (a record needs 1)
 
 
 class TextTable(NamedTuple):
@@ -79,18 +88,11 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text", label_co
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
         raise ValueError(f"read_text_table: path must end in one of {', '.join(TABLE_SUFFIXES)}, got {str(path)!r}")
-    if not path.is_file():
-        raise ValueError(f"read_text_table: {path} does not exist or is not a file")
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            if suffix in (".jsonl", ".ndjson"):
-                table = _read_jsonl(f, path, text_column, label_column)
-            else:
-                table = _read_csv(f, path, text_column, label_column, "\t" if suffix == ".tsv" else ",")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"read_text_table: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except csv.Error as e:
-        raise ValueError(f"read_text_table: {path} is not valid CSV ({e})") from None
+    f = text_lines(read_text("read_text_table", path))
+    if suffix in (".jsonl", ".ndjson"):
+        table = _read_jsonl(f, path, text_column, label_column)
+    else:
+        table = _read_csv(f, path, text_column, label_column, "\t" if suffix == ".tsv" else ",")
     if not table.texts:
         raise ValueError(f"read_text_table: {path} holds no rows")
     return table
@@ -98,6 +100,17 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text", label_co
 
 def _read_csv(f, path: Path, text_column: str, label_column: str, delimiter: str) -> TextTable:
     reader = csv.reader(f, delimiter=delimiter)
+    try:
+        return _read_csv_rows(reader, path, text_column, label_column)
+    except csv.Error as e:  # a field over the size limit, a quote in the wrong place
+        line = reader.line_num or 1
+        if "field limit" in str(e):
+            raise ValueError(f"read_text_table: {path} line {line}: a field is longer than "
+                             f"{csv.field_size_limit():,} characters, the CSV field size limit") from None
+        raise ValueError(f"read_text_table: {path} line {line}: not valid CSV ({e})") from None
+
+
+def _read_csv_rows(reader, path: Path, text_column: str, label_column: str) -> TextTable:
     header = next(reader, None)
     if header is None:
         raise ValueError(f"read_text_table: {path} is empty (no header row)")
@@ -105,7 +118,7 @@ def _read_csv(f, path: Path, text_column: str, label_column: str, delimiter: str
     for role, name in (("text_column", text_column), ("label_column", label_column)):
         if name not in columns:
             raise ValueError(f"read_text_table: {path} line 1: {role} {name!r} is not a column; "
-                             f"the header has {sorted(columns)}")
+                             f"the header has {_shown(sorted(columns))}")
     i_text, i_label = columns[text_column], columns[label_column]
     texts, labels = [], []
     line = reader.line_num + 1  # the line the next record starts on (quoted fields may span lines)
@@ -122,15 +135,47 @@ def _read_csv(f, path: Path, text_column: str, label_column: str, delimiter: str
     return TextTable(texts, labels)
 
 
+def _shown(names: list[str], limit: int = 20) -> str:
+    """A list of column names as a message shows it: at most ``limit`` names of at most 40 characters."""
+    shown = [name if len(name) <= 40 else name[:37] + "..." for name in names[:limit]]
+    return repr(shown) if len(names) <= limit else f"{shown!r} and {len(names) - limit} more"
+
+
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)  # a string (maybe unclosed) or a bracket
+
+
+def _json_depth(text: str, limit: int) -> int:
+    """How deep arrays/objects nest in ``text`` (brackets inside strings do not count), stopping past ``limit``.
+
+    Linear in the length: a string is skipped whole (an unclosed one runs to the end).
+    """
+    depth = deepest = 0
+    for m in _JSON_TOKEN.finditer(text):
+        c = text[m.start()]
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
 def _read_jsonl(f, path: Path, text_column: str, label_column: str) -> TextTable:
     texts, labels = [], []
     for line, raw in enumerate(f, start=1):
         if not raw.strip():
             continue
+        if _json_depth(raw, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            raise ValueError(f"read_text_table: {path} line {line}: JSON nested deeper than {MAX_JSON_DEPTH} "
+                             "arrays/objects")
         try:
             record = json.loads(raw)
         except json.JSONDecodeError as e:
             raise ValueError(f"read_text_table: {path} line {line}: not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # an integer of over 4,300 digits; (nesting is checked above)
+            raise ValueError(f"read_text_table: {path} line {line}: not valid JSON ({_first_line(e)})") from None
         if not isinstance(record, dict):
             raise ValueError(f"read_text_table: {path} line {line}: expected a JSON object, "
                              f"got {type(record).__name__}")
@@ -138,7 +183,7 @@ def _read_jsonl(f, path: Path, text_column: str, label_column: str) -> TextTable
         for role, name in (("text", text_column), ("label", label_column)):
             if name not in record:
                 raise ValueError(f"read_text_table: {path} line {line}: {role} column {name!r} is missing; "
-                                 f"the object has {sorted(record)}")
+                                 f"the object has {_shown(sorted(record))}")
             value = record[name]
             if role == "text" and not isinstance(value, str):
                 raise ValueError(f"read_text_table: {path} line {line}: text column {name!r} must be a string, "
@@ -157,3 +202,7 @@ def _check_cell(path: Path, line: int, role: str, column: str, value: str) -> st
     if not value.strip():
         raise ValueError(f"read_text_table: {path} line {line}: {role} column {column!r} is empty")
     return value
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:200]

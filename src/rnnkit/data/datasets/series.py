@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import read_text, shown, text_lines
+
 __all__ = ["Series", "SERIES", "load_sunspots", "load_co2", "load_msft", "read_csv_series", "load_series"]
 
 
@@ -104,29 +106,37 @@ def read_csv_series(path: str | os.PathLike, column: str = "", date_column: str 
     or a row too short raises ``ValueError`` naming the file and its line number. The
     reader refuses rather than skips or fills because dropping a row silently shifts every
     later value by one step (a forecast "12 months ahead" would then be 11), and only the
-    user knows whether a gap should be interpolated. Blank lines are ignored.
+    user knows whether a gap should be interpolated. Blank lines are ignored. A file over
+    512 MiB, or a field over the csv module's limit (131,072 characters), is refused too.
     """
     path = Path(path)
+    reader = csv.reader(text_lines(read_text("read_csv_series", path, encoding="utf-8-sig")))
+    numbered = []  # (line, row) of the rows that are not blank; a quoted field may span lines
+    line = 1
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"read_csv_series: cannot read {path} ({e})") from None
-    numbered = [(n, row) for n, row in enumerate(rows, start=1) if any(cell.strip() for cell in row)]
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                numbered.append((line, row))
+            line = reader.line_num + 1
+    except csv.Error as e:  # a field over the size limit, a quote in the wrong place
+        if "field limit" in str(e):
+            raise ValueError(f"read_csv_series: {path} line {reader.line_num}: a field is longer than "
+                             f"{csv.field_size_limit():,} characters, the CSV field size limit") from None
+        raise ValueError(f"read_csv_series: {path} line {reader.line_num}: not valid CSV ({e})") from None
     if not numbered:
         raise ValueError(f"read_csv_series: {path} is empty (expected a header row naming the columns)")
     header = [cell.strip() for cell in numbered[0][1]]
     date_column = date_column or None
     if date_column is not None and date_column not in header:
-        raise ValueError(f"read_csv_series: {path} has no date column {date_column!r}; its columns: {', '.join(header)}")
+        raise ValueError(f"read_csv_series: {path} has no date column {date_column!r}; its columns: {shown(header)}")
     if not column:
         others = [name for name in header if name != date_column]
         if len(others) != 1:
-            raise ValueError(f"read_csv_series: {path} has {len(others)} value columns ({', '.join(others)}); "
+            raise ValueError(f"read_csv_series: {path} has {len(others)} value columns ({shown(others)}); "
                              "choose one with column= (--column on the command line)")
         column = others[0]
     if column not in header:
-        raise ValueError(f"read_csv_series: {path} has no column {column!r}; its columns: {', '.join(header)}")
+        raise ValueError(f"read_csv_series: {path} has no column {column!r}; its columns: {shown(header)}")
     k = header.index(column)
     k_date = header.index(date_column) if date_column is not None else None
     values, dates = [], []
@@ -139,8 +149,9 @@ def read_csv_series(path: str | os.PathLike, column: str = "", date_column: str 
         except ValueError:
             value = math.nan
         if not math.isfinite(value):
+            quoted = cell if len(cell) <= 40 else cell[:37] + "..."
             raise ValueError(f"read_csv_series: {path} line {line}: column {column!r} must hold a finite number, "
-                             f"got {cell!r}")
+                             f"got {quoted!r}")
         values.append(value)
         if k_date is not None:
             dates.append(row[k_date].strip())

@@ -47,7 +47,8 @@ import numpy as np
 __all__ = ["DIGIT_WORDS", "ACCENTS", "VARIANTS", "TEST_ACCENTS", "TEST_VARIANTS", "VAL_ACCENTS", "VAL_VARIANTS",
            "SpokenDigitsConfig", "Utterance", "SpokenDigits", "voice_split", "make_utterances", "Espeak",
            "synthesize_features", "load_spoken_digits", "read_audio", "resample", "log_mel", "audio_features",
-           "cache_root", "FEATURE_RATE", "ESPEAK_RATE"]
+           "cache_root", "FEATURE_RATE", "ESPEAK_RATE", "MAX_AUDIO_SECONDS", "MAX_AUDIO_SAMPLES",
+           "MIN_AUDIO_RATE", "MAX_AUDIO_RATE", "MAX_AUDIO_CHANNELS", "MAX_AUDIO_AMPLITUDE"]
 
 DIGIT_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -254,11 +255,23 @@ def audio_features(audio: np.ndarray, sample_rate: int, n_mels: int = 40) -> np.
     return log_mel(resample(audio, sample_rate, FEATURE_RATE), FEATURE_RATE, n_mels)
 
 
+# Limits of read_audio: a recording it accepts fits in memory and gives features without overflow.
+MAX_AUDIO_SECONDS = 600.0  # 10 minutes
+MAX_AUDIO_SAMPLES = 1 << 26  # frames x channels (67,108,864: 256 MiB as float32; 10 min of 48 kHz stereo is 57.6M)
+MIN_AUDIO_RATE, MAX_AUDIO_RATE = 1000, 384000  # Hz; below 1 kHz resampling to 16 kHz would multiply the samples
+MAX_AUDIO_CHANNELS = 64
+MAX_AUDIO_AMPLITUDE = 1000.0  # float files hold full scale as +-1; 1000x that is not a recording
+
+
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """A WAV (or FLAC / OGG: anything libsndfile reads) as mono float32 (N,) and its sample rate.
 
-    Stereo and multi-channel audio is mixed down (the mean of the channels). An empty file,
-    a file that is not audio, or one without a single sample raises ValueError naming it.
+    Stereo and multi-channel audio is mixed down (the mean of the channels). Raises ValueError
+    naming the file for an empty file, a file that is not audio, one without a single sample,
+    and one that breaks a limit, checked on the header before the samples are read: a rate
+    outside [1 kHz, 384 kHz], more than 64 channels, more than 10 minutes or 2**26 samples
+    (frames x channels); then a NaN, an infinite sample or one beyond +-1000 (a float file's
+    full scale is +-1), which no feature computation could use.
     """
     import soundfile as sf
 
@@ -266,13 +279,38 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise ValueError(f"read_audio: audio file {path} does not exist")
     try:
+        info = sf.info(str(path))
+        frames, channels, rate = int(info.frames), int(info.channels), int(info.samplerate)
+        _check_audio_header(path, frames, channels, rate)
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, channels)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+    except (sf.LibsndfileError, RuntimeError, TypeError, OSError, EOFError) as e:
         raise ValueError(f"read_audio: {path} is not a readable audio file "
-                         f"(expected a WAV/FLAC/OGG; {str(e).splitlines()[0] or type(e).__name__})") from None
+                         f"(expected a WAV/FLAC/OGG; {(str(e).splitlines() or [''])[0] or type(e).__name__})") from None
     if data.shape[0] == 0:
         raise ValueError(f"read_audio: {path} holds no audio samples (expected a non-empty recording)")
+    finite = np.isfinite(data)
+    if not finite.all():
+        k = int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise ValueError(f"read_audio: {path} sample {k} is {data[k][~finite[k]][0]} (a float file with NaN or "
+                         "infinite samples is not a recording)")
+    peak = float(np.abs(data).max())
+    if peak > MAX_AUDIO_AMPLITUDE:
+        raise ValueError(f"read_audio: {path} has a sample of magnitude {peak:.3g}, beyond +-{MAX_AUDIO_AMPLITUDE:g} "
+                         "(full scale is +-1)")
     return data.mean(axis=1).astype(np.float32), int(rate)
+
+
+def _check_audio_header(path: Path, frames: int, channels: int, rate: int) -> None:
+    """The limits of read_audio on what the header declares (ValueError naming the file)."""
+    if not MIN_AUDIO_RATE <= rate <= MAX_AUDIO_RATE:
+        raise ValueError(f"read_audio: {path} has a sample rate of {rate} Hz, expected {MIN_AUDIO_RATE} to "
+                         f"{MAX_AUDIO_RATE} Hz")
+    if not 1 <= channels <= MAX_AUDIO_CHANNELS:
+        raise ValueError(f"read_audio: {path} has {channels} channels, expected 1 to {MAX_AUDIO_CHANNELS}")
+    if frames > MAX_AUDIO_SECONDS * rate or frames * channels > MAX_AUDIO_SAMPLES:
+        raise ValueError(f"read_audio: {path} holds {frames:,} frames of {channels} channels at {rate} Hz "
+                         f"({frames / rate:.1f} s), more than the limits of {MAX_AUDIO_SECONDS:g} s and "
+                         f"{MAX_AUDIO_SAMPLES:,} samples")
 
 
 # -- synthesis in worker processes, and the cache -------------------------------------------------
