@@ -56,3 +56,32 @@ def test_a_run_loads_back_and_predicts_labels(runs):
     targets = load_digits().target[:100]
     labels = [int(r["label"]) for r in model.predict([str(i) for i in range(100)])]
     assert sum(p == t for p, t in zip(labels, targets)) > 60
+
+
+@pytest.mark.parametrize("row, message", [
+    ("nan," + "0," * 63 + "3", r"row 1: pixels must be finite numbers in \[0, 16\]"),
+    ("17," + "0," * 63 + "3", r"row 1: pixels must be finite numbers in \[0, 16\], got 17"),
+    ("0," * 64 + "3.5", r"row 1: the label must be a whole number in 0..9, got 3.5"),
+    ("0," * 64 + "99", r"row 1: the label must be a whole number in 0..9, got 99"),
+])
+def test_evaluate_data_with_bad_pixels_or_labels_is_one_error(tmp_path, row, message):
+    from rnnkit.tasks.digits import DigitsTask
+
+    task = DigitsTask(DigitsOptions())
+    task.prepare(0)  # fills meta: pixel_max, labels
+    path = tmp_path / "bad.csv"
+    path.write_text(row + "\n")
+    with pytest.raises(ValueError, match=message):
+        task.load_data(str(path))
+
+
+def test_an_oversized_image_is_refused_before_decoding(tmp_path):
+    from PIL import Image
+
+    from rnnkit.tasks.digits import MAX_IMAGE_PIXELS, image_file_to_rows
+
+    path = tmp_path / "big.png"
+    Image.new("L", (8000, 7000)).save(path)  # 56 M pixels: over the limit
+    assert 8000 * 7000 > MAX_IMAGE_PIXELS
+    with pytest.raises(ValueError, match="pixels, more than"):
+        image_file_to_rows(str(path), 8)

@@ -137,10 +137,8 @@ def _read_text(path: str) -> str:
         from ..data.datasets.shakespeare import read_plays
 
         return read_plays()
-    p = Path(path)
-    if not p.is_file():
+    from ..data.datasets.shakespeare import read_text_file
+
+    if not Path(path).is_file():
         raise ValueError(f"charlm: --data {path} is not a file")
-    try:
-        return p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"charlm: --data {path} is not UTF-8 text ({e})") from None
+    return read_text_file(path)  # size-limited, UTF-8 checked (the error names the byte and line)

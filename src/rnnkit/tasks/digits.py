@@ -63,6 +63,7 @@ class DigitsTask(Task):
             raise ValueError(f"digits: --data {path} is not a readable CSV of numbers ({e})") from None
         if table.shape[1] != 65:
             raise ValueError(f"digits: --data rows must have 65 columns (64 pixels + label), got {table.shape[1]}")
+        _check_table(path, table, self.meta["pixel_max"], len(self.meta["labels"]))
         x = torch.tensor(table[:, :64], dtype=torch.float32).view(-1, 8, 8) / self.meta["pixel_max"]
         return TensorData({"x": x, "y": torch.tensor(table[:, 64], dtype=torch.long)})
 
@@ -124,13 +125,35 @@ def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
     return padded[torch.arange(B, device=x.device).view(B, 1, 1), rows, cols]  # (B, H, W)
 
 
+MAX_IMAGE_PIXELS = 50_000_000  # an input image is shrunk to side x side: anything larger is a mistake or a bomb
+
+
+def _check_table(path: str, table: np.ndarray, pixel_max: float, num_classes: int) -> None:
+    """Pixels finite in [0, pixel_max]; labels whole numbers in [0, num_classes): one line naming the row."""
+    pixels, labels = table[:, :64], table[:, 64]
+    bad = ~np.isfinite(pixels).all(1) | (pixels < 0).any(1) | (pixels > pixel_max).any(1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"digits: --data {path} row {row + 1}: pixels must be finite numbers in [0, {pixel_max:g}], "
+                         f"got {pixels[row][~np.isfinite(pixels[row]) | (pixels[row] < 0) | (pixels[row] > pixel_max)][0]}")
+    bad = ~np.isfinite(labels) | (labels != np.round(labels)) | (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"digits: --data {path} row {row + 1}: the label must be a whole number in "
+                         f"0..{num_classes - 1}, got {labels[row]}")
+
+
 def image_file_to_rows(path: str, side: int) -> torch.Tensor:
     """An image file -> (side, side) in [0, 1], ink bright on dark like the training images."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        img = Image.open(path).convert("L").resize((side, side), Image.Resampling.BOX)
-    except (UnidentifiedImageError, OSError) as e:
+        with Image.open(path) as opened:  # reads the header only: the size is known before decoding
+            if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                raise ValueError(f"INPUT {path} has {opened.width} x {opened.height} pixels, "
+                                 f"more than the {MAX_IMAGE_PIXELS:,} an input image may have")
+            img = opened.convert("L").resize((side, side), Image.Resampling.BOX)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise ValueError(f"INPUT {path} is not a readable image ({e})") from None
     pixels = torch.tensor(np.asarray(img, dtype=np.float32) / 255.0)  # (side, side)
     if pixels.mean() > 0.5:  # dark ink on light paper: invert

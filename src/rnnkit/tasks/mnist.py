@@ -76,7 +76,7 @@ class MnistTask(DigitsTask):
 
     def load_data(self, path: str) -> TensorData:
         """An IDX folder: its test pair (or its training pair when there is no test pair)."""
-        splits = read_idx_folder(path)
+        splits = read_idx_folder(path, num_classes=len(self.meta["labels"]))  # labels the model knows
         x, y = splits.get("test", splits["train"])
         return _images(torch.tensor(x, dtype=torch.float32) / self.meta["pixel_max"], torch.tensor(y, dtype=torch.long))
 
