@@ -15,7 +15,12 @@ A run directory holds::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import logging
+import os
+import shutil
 import random
 from pathlib import Path
 from typing import Any
@@ -27,8 +32,11 @@ from .callbacks import JsonlLogger, ProgressBar
 from .checkpoint import atomic_write_json, load_weights
 from .device import check_precision, resolve_device
 from .distributed import local_rank, setup, teardown
+from .lock import RunLock
 from .protocol import RunTask
 from .trainer import TrainConfig, Trainer
+
+log = logging.getLogger(__name__)
 
 __all__ = ["fit_run", "seed_everything"]
 
@@ -51,10 +59,39 @@ def fit_run(task: RunTask, config: TrainConfig, out: str | Path, resume: bool = 
     device = resolve_device(config.device, "TrainConfig", "device", local_rank=local_rank())
     check_precision("TrainConfig", "precision", config.precision, device)
     out = Path(out)
-    if resume and not (out / "checkpoints" / "last").exists() and not (out / "checkpoints" / "last.old").exists():
+    _run_state(out, resume, config)  # the user errors first, before anything is written
+    # One writer per run directory (rank 0 holds the lock; the other ranks write nothing).
+    with RunLock(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
+        state = _run_state(out, resume, config)  # again under the lock: another writer may have been first
+        if state == "incomplete":  # a kill during the first checkpoint: nothing to resume from
+            log.warning("%s holds only an incomplete first checkpoint (the training was killed while writing it): "
+                        "starting the run over", out)
+            shutil.rmtree(out / "checkpoints")
+            resume = False
+        elif state == "complete":
+            log.warning("%s is a complete run (summary.json written): nothing to resume", out)
+            return json.loads((out / "summary.json").read_text())
+        return _fit_run(task, config, out, resume, progress, device)
+
+
+def _run_state(out: Path, resume: bool, config: TrainConfig) -> str:
+    """"new", "resumable", "complete" (summary.json written and the same training settings:
+    resuming would change nothing) or "incomplete" (only a first checkpoint's temporary files);
+    a ValueError for --resume without a checkpoint, or a run in ``out`` without --resume."""
+    checkpoints = out / "checkpoints"
+    saved = (checkpoints / "last").exists() or (checkpoints / "last.old").exists()
+    if checkpoints.exists() and not saved:
+        return "incomplete"
+    if resume and not saved:
         raise ValueError(f"--resume: {out} holds no checkpoint to resume from")
-    if not resume and (out / "checkpoints").exists():
+    if not resume and checkpoints.exists():
         raise ValueError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and (out / "summary.json").exists() and _recorded_train_config(out) == dataclasses.asdict(config):
+        return "complete"  # a resume with other settings (more epochs) trains on
+    return "resumable" if resume else "new"
+
+
+def _fit_run(task: RunTask, config: TrainConfig, out: Path, resume: bool, progress: bool, device) -> dict[str, Any]:
     dist = setup(device)
     try:
         seed_everything(config.seed)
@@ -98,6 +135,13 @@ def fit_run(task: RunTask, config: TrainConfig, out: str | Path, resume: bool = 
         return summary
     finally:
         teardown()
+
+
+def _recorded_train_config(out: Path) -> dict | None:
+    try:
+        return json.loads((out / "config.json").read_text())["train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def seed_everything(seed: int) -> None:
