@@ -2,7 +2,7 @@
 
 Their agreement with the step loop, for every variant, is in tests/layers/test_sequence_backends.py
 (which runs every test once per sequence backend); here: float32 activations against float64 torch, the build and
-its cache, the fallback without a compiler, and which tensors they take.
+its cache, the fallback without a compiler, which tensors they take, and their rows split over threads.
 """
 import logging
 
@@ -14,6 +14,7 @@ from rnnkit.cells.base import gate_norm as reference_gate_norm
 from rnnkit.kernels import cpu as _cpu_kernels
 from rnnkit.kernels import lstm_bptt
 from rnnkit.kernels.gate_norm import gate_norm
+from rnnkit.kernels.gru_bptt import gru_kernel_sequence
 from rnnkit.layers import backends
 
 pytestmark = pytest.mark.skipif(not _cpu_kernels.load(), reason="no C++ compiler: torch operations run instead")
@@ -113,3 +114,58 @@ def test_gate_norm_equals_the_reference(num_gates, bias, threads, monkeypatch):
     z32, gain32 = z.detach().float().requires_grad_(), gain.detach().float().requires_grad_()
     out32 = gate_norm(z32, gain32, num_gates)
     torch.testing.assert_close(out32, reference_gate_norm(z32, gain32, num_gates), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def two_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _kernel_results(T, B, H, dtype):
+    """Outputs and gradients of every step kernel configuration (masked, layer norm, both GRU forms)."""
+    gen = torch.Generator().manual_seed(0)
+
+    def t(*shape):
+        return (torch.rand(shape, generator=gen, dtype=dtype) * 1.6 - 0.8).requires_grad_()
+
+    mask = torch.rand(T, B, generator=gen) < 0.7
+    gx, h0, c0, w, p = t(T, B, 4 * H), t(B, H), t(B, H), t(4 * H, H), t(3 * H)
+    gain, c_weight, c_bias = t(4 * H), t(H), t(H)
+    gx3, w3, b3, gain3 = t(T, B, 3 * H), t(3 * H, H), t(3 * H), t(3 * H)
+    calls = [(lstm_bptt.lstm_kernel_sequence, (gx, h0, c0, w, p, mask, gain, c_weight, c_bias)),
+             (lstm_bptt.lstm_kernel_sequence, (gx, h0, c0, w, None, None)),
+             (gru_kernel_sequence, (gx3, h0, w3, b3, mask, True, gain3)),
+             (gru_kernel_sequence, (gx3, h0, w3, None, mask, False, gain3)),
+             (gru_kernel_sequence, (gx3, h0, w3, None, None, False, None))]
+    results = []
+    for fn, args in calls:
+        outs = fn(*args)
+        leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+        results += [o.detach() for o in outs] + list(torch.autograd.grad(sum((o * o).sum() for o in outs), leaves))
+    return results
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_split_over_threads_give_the_same_bits(dtype, two_threads):
+    # B * H = 8192 hidden units per step: enough for the step kernels to split the rows over threads
+    split = _kernel_results(3, 32, 256, dtype)
+    torch.set_num_threads(1)
+    one = _kernel_results(3, 32, 256, dtype)
+    assert all(torch.equal(a, b) for a, b in zip(split, one))
+
+
+def test_another_openmp_runtime_keeps_the_kernels_on_one_thread(monkeypatch, caplog):
+    # torch's OpenMP runtime before loading, a second one after: two pools would fight over the cores
+    torchs = frozenset({"/torch/lib/libgomp.so.1"})
+    runtimes = iter([torchs, torchs | {"/usr/lib/libomp.so"}])
+    monkeypatch.setattr(_cpu_kernels, "_openmp_runtimes", lambda: next(runtimes))
+    monkeypatch.setattr(_cpu_kernels, "_library", None)
+    try:
+        with caplog.at_level(logging.INFO, logger=_cpu_kernels.__name__):
+            assert _cpu_kernels.load()
+        assert "run on one thread" in caplog.text
+    finally:  # the same library (one handle per process) for the tests that follow: no limit again
+        _cpu_kernels.load().rnnkit_set_thread_limit(2 ** 63 - 1)

@@ -187,3 +187,18 @@ def test_lstm_forward_kernel_equals_the_lstm_equations(dtype, tolerance, fresh):
         torch.testing.assert_close(cs[t + 1], c, rtol=tolerance, atol=tolerance)
         torch.testing.assert_close(tcs[t], torch.tanh(c), rtol=tolerance, atol=tolerance)
         torch.testing.assert_close(hs[t], h, rtol=tolerance, atol=tolerance)
+
+
+@needs_compiler
+def test_a_compiler_without_openmp_builds_the_kernels_without_it(tmp_path, monkeypatch, caplog):
+    """The OpenMP build fails (here: a flag no compiler knows stands for -fopenmp): the library is
+    built without it, its step kernels on one thread, and cached under its own key."""
+    monkeypatch.setattr(cpu, "_FLAGS", cpu._FLAGS + ["-fno-such-openmp-flag"])
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu, "_library", None)
+    with caplog.at_level(logging.INFO, logger=cpu.__name__):
+        lib = cpu.load()
+    assert lib and "with OpenMP failed" in caplog.text
+    key = cpu._cache_key(cpu._sources(), cpu._compiler(), cpu._SERIAL_FLAGS)
+    assert [p.name for p in tmp_path.glob("fused_kernels_*.so")] == [f"fused_kernels_{key}.so"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -10,18 +10,27 @@ from ..cells.base import LN_EPS
 from . import cpu
 from .gemm import addmm_t, mm_t, weight_grad
 
-__all__ = ["kernels_apply", "needs_graph", "partial_steps", "mask_coefficients", "prev_states", "sigmoid_grad",
-           "tanh_grad", "layer_norm_backward", "Product"]
+__all__ = ["kernels_apply", "needs_graph", "absent", "contiguous", "partial_steps", "mask_coefficients",
+           "prev_states", "sigmoid_grad", "tanh_grad", "layer_norm_backward", "Product"]
 
 def kernels_apply(gx: Tensor, *tensors: Tensor | None) -> bool:
     """Whether the compiled kernels run this sequence: CPU, float32/64, one dtype throughout."""
-    return cpu.kernels_for(gx) is not None and all(
-        t is None or (t.dtype == gx.dtype and t.device == gx.device) for t in tensors
-    )
+    return cpu.applies(gx) and all(t is None or (t.dtype == gx.dtype and t.device == gx.device) for t in tensors)
 
 
 def needs_graph(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def absent(like: Tensor) -> Tensor:
+    """A new empty tensor (0 elements) like ``like``: what a custom op returns in place of a buffer
+    its configuration has none of (ops return tensors only, and no two outputs may share memory)."""
+    return like.new_empty(0)
+
+
+def contiguous(t: Tensor | None) -> Tensor | None:
+    """``t.contiguous()``, None for None (an absent optional weight)."""
+    return None if t is None else t.contiguous()
 
 
 def partial_steps(mask: Tensor | None, T: int) -> list[bool]:

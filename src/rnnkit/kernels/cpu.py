@@ -9,11 +9,19 @@ backward) in one call:
 - ``lstm.cpp``, ``gru.cpp``, ``gate_norm.cpp``: the kernels, each exported for both dtypes
   (``lstm_forward_f32``, ``lstm_forward_f64``, ...);
 - ``layout.cpp``: ``rnnkit_layout_lstm_args``, ``rnnkit_layout_gru_args`` and
-  ``rnnkit_layout_norm_args``, which describe the structs to this loader.
+  ``rnnkit_layout_norm_args``, which describe the structs to this loader;
+- ``threads.cpp``: ``rnnkit_set_thread_limit``, the most threads a step kernel may use.
 
 **Build.** The sources are plain C++ (no torch headers), shipped as package data, and compiled
 with the machine's C++ compiler (``$CXX``, else ``c++``/``g++``/``clang++``) in one invocation
 over every ``.cpp`` file into one shared library. Nothing needs a compiler at install time.
+
+**Threads.** Built with OpenMP, each step kernel splits its batch rows over torch's intra-op
+threads (from a few thousand hidden units per step; ``csrc/common.h``): the library links the
+OpenMP runtime by its name, ``libgomp.so.1``, which is the one torch has loaded, so they share
+one pool of threads, and every row's arithmetic is the same whichever thread computes it. Where
+the loader cannot see that the runtime is torch's (``_openmp_runtimes``), the kernels stay on
+one thread; where the compiler has no OpenMP, the library is built without it (one thread).
 
 **Cache.** The library is cached under ``$RNNKIT_CACHE`` (default ``~/.cache/rnnkit``) as
 ``fused_kernels_<key>.so``, the key a hash of every source and header file (name and content),
@@ -27,6 +35,12 @@ So after loading, the loader checks that every kernel it calls is exported, and 
 struct with the library's own description of it (its size, and each field's name, offset and
 size, in declaration order, from ``rnnkit_layout_*``). A library that lacks a symbol or
 disagrees is refused, with one warning that names the struct and the first differing field.
+
+**Operators.** ctypes is opaque to autograd and ``torch.compile``: the modules that call the
+kernels (``lstm_bptt``, ``gru_bptt``, ``gate_norm``) do so inside torch custom operators
+(``rnnkit::*``) that rebuild these structs from their tensor arguments at each call. The
+one-time work here (the build, the load and its checks) runs outside any trace: ``applies``
+asks ``_loaded``, which ``torch.compile`` calls eagerly and keeps as a constant.
 
 **Fallback.** Without a compiler, with a failed build, with a refused library, with
 ``RNNKIT_KERNELS=0`` (or ``set_enabled(False)``), or for dtypes other than float32/float64,
@@ -54,12 +68,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["LSTMArgs", "GRUArgs", "NormArgs", "pointer", "set_enabled", "kernels_for", "suffix", "load"]
+__all__ = ["LSTMArgs", "GRUArgs", "NormArgs", "pointer", "set_enabled", "applies", "kernels_for", "suffix", "load"]
 
 log = logging.getLogger(__name__)
 
 _CSRC = importlib.resources.files(__package__) / "csrc"  # the C++ sources and headers (package data)
-_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC", "-std=c++14", "-pthread"]
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC", "-std=c++14", "-pthread"]
+# Where the compiler has no OpenMP: one thread per step kernel, the simd pragmas still honoured.
+_SERIAL_FLAGS = [flag if flag != "-fopenmp" else "-fopenmp-simd" for flag in _FLAGS]
 
 
 class LSTMArgs(ctypes.Structure):
@@ -103,6 +119,8 @@ _STEP_KERNELS = {
     "gru_forward_a": GRUArgs, "gru_forward_b": GRUArgs, "gru_backward_b": GRUArgs, "gru_backward_c": GRUArgs,
 }
 _WHOLE_KERNELS = {"gate_norm_forward": NormArgs, "gate_norm_backward": NormArgs}
+# Other functions the library exports: rnnkit_set_thread_limit(int64_t) (threads.cpp).
+_OTHER_SYMBOLS = ("rnnkit_set_thread_limit",)
 # The library's description of each struct (layout.cpp): int64_t f(int64_t* out, const char** names, int64_t n).
 _LAYOUTS = {"rnnkit_layout_lstm_args": LSTMArgs, "rnnkit_layout_gru_args": GRUArgs, "rnnkit_layout_norm_args": NormArgs}
 
@@ -127,11 +145,24 @@ def set_enabled(value: bool) -> bool:
     return previous
 
 
+def applies(like: Tensor) -> bool:
+    """Whether the kernels run for tensors like ``like``: enabled, CPU, float32/64, and the library
+    loads. Safe under ``torch.compile``: the library is built (or found) outside the trace, once."""
+    return (_enabled and like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64)
+            and _loaded())
+
+
 def kernels_for(like: Tensor) -> ctypes.CDLL | None:
-    """The loaded library if the kernels apply to tensors like ``like`` (CPU, float32/64), else None."""
-    if not _enabled or like.device.type != "cpu" or like.dtype not in (torch.float32, torch.float64):
-        return None
-    return load() or None
+    """The loaded library if the kernels apply to tensors like ``like`` (``applies``), else None."""
+    return (load() or None) if applies(like) else None
+
+
+@torch.compiler.assume_constant_result
+def _loaded() -> bool:
+    """Whether the library is loaded (building it on the first call). ``torch.compile`` calls it
+    while tracing, outside the trace, and keeps the answer as a constant of the graph: compiling
+    never traces the build, the cache lookup or ctypes."""
+    return bool(load())
 
 
 def suffix(dtype: torch.dtype) -> str:
@@ -192,13 +223,13 @@ def _compiler() -> str | None:
     return None
 
 
-def _cache_key(sources: dict[str, bytes], compiler: str) -> str:
+def _cache_key(sources: dict[str, bytes], compiler: str, flags: list[str] | None = None) -> str:
     """A hash of everything the library depends on: each file's name (``#include`` finds files by
-    name) and content, the flags, the compiler and the CPU."""
+    name) and content, the flags (default ``_FLAGS``), the compiler and the CPU."""
     digest = hashlib.sha256()
     for name, content in sources.items():
         digest.update(name.encode() + b"\0" + content + b"\0")
-    digest.update("\n".join([" ".join(_FLAGS), compiler, _cpu_key()]).encode())
+    digest.update("\n".join([" ".join(_FLAGS if flags is None else flags), compiler, _cpu_key()]).encode())
     return digest.hexdigest()[:16]
 
 
@@ -209,23 +240,35 @@ def _cache_dir() -> Path:
 
 
 def _build() -> Path:
-    """The path of the library built from the package's sources, compiled unless cached."""
+    """The path of the library built from the package's sources, compiled unless cached: with
+    OpenMP (``_FLAGS``), or where the compiler has none, without (``_SERIAL_FLAGS``)."""
     compiler = _compiler()
     if compiler is None:
         raise OSError("no C++ compiler found ($CXX, c++, g++, clang++)")
     sources = _sources()
     cache = _cache_dir()
-    path = cache / f"fused_kernels_{_cache_key(sources, compiler)}.so"
-    if path.exists():
-        return path
+    paths = [(flags, cache / f"fused_kernels_{_cache_key(sources, compiler, flags)}.so")
+             for flags in (_FLAGS, _SERIAL_FLAGS)]
+    for _, path in paths:
+        if path.exists():
+            return path
     cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+    try:
+        return _compile(compiler, sources, *paths[0])
+    except OSError as e:
+        log.info("rnnkit: building the fused CPU kernels with OpenMP failed (%s); building without", e)
+        return _compile(compiler, sources, *paths[1])
+
+
+def _compile(compiler: str, sources: dict[str, bytes], flags: list[str], path: Path) -> Path:
+    """Compile ``sources`` with ``flags`` into ``path`` (in the cache folder)."""
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         # Compile the very bytes that were hashed, not the package files, which could change meanwhile.
         for name, content in sources.items():
             (Path(tmp) / name).write_bytes(content)
         units = [str(Path(tmp) / name) for name in sources if name.endswith(".cpp")]
         out = Path(tmp) / "kernels.so"
-        result = subprocess.run([compiler, *_FLAGS, *units, "-o", str(out)], capture_output=True, text=True,
+        result = subprocess.run([compiler, *flags, *units, "-o", str(out)], capture_output=True, text=True,
                                 timeout=300)
         if result.returncode != 0:
             errors = [line for line in result.stderr.splitlines() if "error" in line] or result.stderr.splitlines()
@@ -237,10 +280,12 @@ def _build() -> Path:
 
 def _open(path: Path) -> ctypes.CDLL:
     """The library at ``path``, once it is known to export every kernel and to agree with the
-    ctypes structs; raises ``_Refused`` otherwise."""
+    ctypes structs; raises ``_Refused`` otherwise. Its step kernels run on one thread unless the
+    OpenMP runtime it uses is the one torch had loaded already (see ``_openmp_runtimes``)."""
+    before = _openmp_runtimes()
     lib = ctypes.CDLL(str(path))
     kernels = {**_STEP_KERNELS, **_WHOLE_KERNELS}
-    expected = [f"{name}_{dtype}" for name in kernels for dtype in _DTYPES] + list(_LAYOUTS)
+    expected = [f"{name}_{dtype}" for name in kernels for dtype in _DTYPES] + list(_LAYOUTS) + list(_OTHER_SYMBOLS)
     missing = [symbol for symbol in expected if not hasattr(lib, symbol)]
     if missing:
         raise _Refused(f"{path.name} does not export {', '.join(missing)}, which {__name__} calls "
@@ -254,7 +299,29 @@ def _open(path: Path) -> ctypes.CDLL:
             fn = getattr(lib, f"{name}_{dtype}")
             fn.argtypes = [ctypes.POINTER(struct)] + [ctypes.c_int64] * (name in _STEP_KERNELS)
             fn.restype = None
+    lib.rnnkit_set_thread_limit.argtypes, lib.rnnkit_set_thread_limit.restype = [ctypes.c_int64], None
+    after = _openmp_runtimes()
+    if not before or after != before:  # unknown, torch runs none, or the library brought another one
+        lib.rnnkit_set_thread_limit(1)
+        log.info("rnnkit: the fused CPU kernels run on one thread (OpenMP runtimes before loading them: %s, "
+                 "after: %s)", before, after)
     return lib
+
+
+_OPENMP_RUNTIMES = ("libgomp", "libomp", "libiomp")  # file names of GNU's, LLVM's and Intel's runtimes
+
+
+def _openmp_runtimes() -> frozenset[str] | None:
+    """The OpenMP runtimes mapped into this process (their real paths), None where that cannot be
+    read (no /proc). torch's is there once torch is imported; a library linking another one (say
+    torch uses LLVM's, the compiler GNU's) would bring a second pool of threads to fight torch's."""
+    try:
+        with open("/proc/self/maps") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    paths = {parts[5].strip() for parts in (line.split(maxsplit=5) for line in lines) if len(parts) == 6}
+    return frozenset(os.path.realpath(p) for p in paths if os.path.basename(p).startswith(_OPENMP_RUNTIMES))
 
 
 def _describe(lib: ctypes.CDLL, symbol: str) -> tuple[int, list[tuple[str, int, int]]]:

@@ -14,15 +14,22 @@ from torch.autograd.function import once_differentiable
 __all__ = ["gemm_for", "onednn_op", "mm_t", "mm_t_into", "addmm_t", "weight_grad", "linear"]
 
 
-_onednn = None  # torch.ops.mkldnn._linear_pointwise once checked to work here, False if not
+_onednn = None  # True once oneDNN's op is checked to work here, False if not
 # Below this many multiply-adds a product goes to torch.mm: oneDNN's call costs more than it
 # saves (measured here: 16 x 128 x 512 is faster on torch.addmm, 64 x 128 x 512 on oneDNN).
 _ONEDNN_MIN_MACS = 1 << 21
 
 
 def onednn_op():
-    """oneDNN's ``input @ weight^T (+ bias)`` on dense tensors (a private torch op, so it is
-    checked against torch.addmm once, and never used if missing or different)."""
+    """oneDNN's ``input @ weight^T (+ bias)`` on dense tensors, or False (a private torch op, so
+    it is checked against torch.addmm once, and never used if missing or different)."""
+    return torch.ops.mkldnn._linear_pointwise if _onednn_works() else False
+
+
+@torch.compiler.assume_constant_result
+def _onednn_works() -> bool:
+    """The check, made on the first call. ``torch.compile`` runs it outside the trace (it
+    compares real tensors) and keeps the answer as a constant of the graph."""
     global _onednn
     if _onednn is None:
         _onednn = False
@@ -30,13 +37,12 @@ def onednn_op():
             op = torch.ops.mkldnn._linear_pointwise
             gen = torch.Generator().manual_seed(0)
             a, b, bias = (torch.randn(shape, generator=gen) for shape in ((5, 3), (4, 3), (4,)))
-            if torch.backends.mkldnn.is_available() and torch.allclose(
+            _onednn = torch.backends.mkldnn.is_available() and torch.allclose(
                 op(a.t().contiguous().t(), b, bias, "none", [], ""), torch.addmm(bias, a, b.t()), atol=1e-5
-            ):
-                _onednn = op
+            )
         except (AttributeError, RuntimeError):
             pass
-    return _onednn
+    return bool(_onednn)
 
 
 def gemm_for(like: Tensor):

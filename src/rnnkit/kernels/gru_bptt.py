@@ -5,7 +5,8 @@ reverse-time loop holding only the recurrence) is in ``rnnkit.kernels.lstm_bptt`
 the same holds here. Two flavours, registered as two backends by ``rnnkit.layers.sequence``:
 ``gru_sequence`` (torch operations, any device) and ``gru_kernel_sequence`` (each step's
 element-wise work in the compiled CPU kernels). Derived from ``rnnkit.cells.gru.gru_step`` (the
-reference) and tested against it.
+reference) and tested against it. The kernel flavour runs as the custom operators
+``rnnkit::gru_sequence_forward`` and ``rnnkit::gru_sequence_backward``, as the LSTM's.
 
 Covered: both forms (``reset_after``), with or without layer norm. Weight layout and gate order
 are torch.nn's: ``W_hh`` (3H, H), gates r, z, n.
@@ -13,6 +14,7 @@ are torch.nn's: ``W_hh`` (3H, H), gates r, z, n.
 from __future__ import annotations
 
 import ctypes
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -20,8 +22,8 @@ from torch.autograd.function import once_differentiable
 
 from ..cells.base import LN_EPS
 from . import cpu
-from .common import (Product, kernels_apply, mask_coefficients, needs_graph, partial_steps, prev_states,
-                     sigmoid_grad, tanh_grad)
+from .common import (Product, absent, contiguous, kernels_apply, mask_coefficients, needs_graph, partial_steps,
+                     prev_states, sigmoid_grad, tanh_grad)
 from .gemm import addmm_t, gemm_for, mm_t_into, weight_grad
 
 __all__ = ["gru_sequence", "gru_kernel_sequence"]
@@ -65,8 +67,10 @@ def gru_kernel_sequence(gx: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tens
     bias_hh = bias_hh if reset_after else None
     if not kernels_apply(gx, h0, weight_hh, bias_hh, layer_norm_hh):
         return gru_sequence(gx, h0, weight_hh, bias_hh, mask, reset_after, layer_norm_hh)
-    if needs_graph(gx, h0, weight_hh, bias_hh, layer_norm_hh):
-        return _GRUKernelSequence.apply(gx, h0, weight_hh, bias_hh, layer_norm_hh, mask, reset_after)
+    if needs_graph(gx, h0, weight_hh, bias_hh, layer_norm_hh) or torch.compiler.is_compiling():
+        out, h_n = torch.ops.rnnkit.gru_sequence_forward(gx, h0, weight_hh, bias_hh, layer_norm_hh, mask,
+                                                         reset_after)[:2]  # the operator: autograd, compile
+        return out, h_n
     with torch.no_grad():
         out, hs, _ = _gru_kernel_forward(gx, h0, weight_hh, bias_hh, layer_norm_hh, mask, reset_after)
     return out, hs[-1].clone()
@@ -227,7 +231,7 @@ def _gru_kernel_forward(gx, h0, weight_hh, bias_hh, gain_hh, mask, reset_after: 
         gx=gx, h0=h0, hs=gx.new_empty(T, B, H), acts=gx.new_empty(T, B, G),  # r, z, n
         zp=gx.new_empty(T, B, G if reset_after else 2 * H),  # products of h_tm1 (then normalised)
         zn=None if reset_after else gx.new_empty(T, B, H),  # W_n (r * h_tm1) (then normalised)
-        rstd=None if gain_hh is None else gx.new_empty(T, B, 3),
+        rstd=None if gain_hh is None else gx.new_zeros(T, B, 3),  # zeros: ended sequences write none
         gain=None if gain_hh is None else gain_hh.contiguous(),
         bias=None if bias_hh is None else bias_hh.contiguous(),
         ghn=gx.new_empty(T, B, H) if reset_after else None,  # W_hn h_tm1 (normalised) + b_hn
@@ -259,71 +263,142 @@ def _gru_kernel_forward(gx, h0, weight_hh, bias_hh, gain_hh, mask, reset_after: 
     return out, hs, (args, buffers)
 
 
-class _GRUKernelSequence(torch.autograd.Function):
-    """``_GRUSequence`` with each step's element-wise work, forward and backward, in compiled
-    kernel calls (``cpu``); the same inputs, outputs and gradients."""
+# -- the compiled kernels as torch operators ----------------------------------------------------
+# ``rnnkit::gru_sequence_forward`` and ``rnnkit::gru_sequence_backward``, as the LSTM's (see
+# ``rnnkit.kernels.lstm_bptt``): tensors in and out, empty ones where a configuration has none.
 
-    @staticmethod
-    def forward(ctx, gx, h0, weight_hh, bias_hh, gain_hh, mask, reset_after):
-        out, hs, (args, buffers) = _gru_kernel_forward(gx, h0, weight_hh, bias_hh, gain_hh, mask, reset_after)
-        ctx.args, ctx.buffers, ctx.reset_after = args, buffers, reset_after  # pointers into buffers
-        ctx.save_for_backward(weight_hh, hs)  # hs: so that autograd catches in-place changes of out
-        return out, hs[-1].clone()
+_GRU_SAVED = ("acts", "zp", "zn", "rstd", "ghn", "rh")  # what backward reads besides h0 and hs
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, d_out, d_hn):
-        weight_hh, hs = ctx.saved_tensors
-        args, buffers, reset_after = ctx.args, ctx.buffers, ctx.reset_after
-        mask, gain = buffers["keep"], buffers["gain"]
-        T, B, H = hs.shape  # time, batch, hidden
-        G = 3 * H
-        lib, op, dtype = cpu.load(), gemm_for(hs), cpu.suffix(hs.dtype)
-        d_out = (d_out if mask is None else d_out * mask.unsqueeze(-1).to(d_out.dtype)).contiguous()
-        grads = dict(
-            d_out=d_out, dh=(d_hn + d_out[T - 1]).contiguous(), carry=hs.new_empty(B, H),
-            dG=hs.new_empty(T, B, G), scratch=hs.new_empty(H),
-            dGh=hs.new_empty(T, B, G) if reset_after else None,  # of W_hh h_tm1 + b_hh (normalised)
-            dZ=None if reset_after and gain is None else hs.new_empty(T, B, G if reset_after else 2 * H),
-            dZn=None if reset_after else hs.new_empty(T, B, H),  # of W_n (r * h_tm1)
-            drh=None if reset_after else hs.new_empty(B, H),  # of r * h_tm1
-        )
-        for name, tensor in grads.items():
-            setattr(args, name, cpu.pointer(tensor))
-        ref, dh, carry = ctypes.byref(args), grads["dh"], grads["carry"]
-        h_prev = prev_states(buffers["h0"], hs)  # (T, B, H)
-        need = ctx.needs_input_grad
-        dG = grads["dG"]
-        d_w = d_b = d_gain = None
-        if reset_after:
-            step = getattr(lib, "gru_backward_" + dtype)
-            dGh = grads["dGh"]
-            dZ = dGh if gain is None else grads["dZ"]
-            dZ_t, w_t = dZ.unbind(0), weight_hh.t().contiguous()  # w_t: (H, 3H)
-            for t in range(T - 1, -1, -1):
-                step(ref, t)  # dG_t, dGh_t, dZ_t, carry = d_out[t-1] + dh * z
-                addmm_t(op, carry, dZ_t[t], w_t, out=dh)  # dh_tm1 = carry + dZ_t @ W_hh
-            if need[2]:
-                d_w = weight_grad(op, dZ.view(-1, G), h_prev.view(-1, H))
-            if buffers["bias"] is not None and need[3]:
-                d_b = dGh.sum((0, 1))
-            if gain is not None and need[4]:
-                d_gain = (dGh * buffers["zp"]).sum((0, 1))  # zp holds the normalised products
-        else:
-            step_b, step_c = getattr(lib, "gru_backward_b_" + dtype), getattr(lib, "gru_backward_c_" + dtype)
-            dZ, dZn, drh = grads["dZ"], grads["dZn"], grads["drh"]
-            dZ_t, dZn_t = dZ.unbind(0), dZn.unbind(0)
-            w_rz_t, w_n_t = weight_hh[: 2 * H].t().contiguous(), weight_hh[2 * H :].t().contiguous()  # (H, 2H), (H, H)
-            for t in range(T - 1, -1, -1):
-                step_b(ref, t)  # dG_z, dG_n, dZn_t
-                mm_t_into(op, dZn_t[t], w_n_t, out=drh)  # d(r * h_tm1) = dZn_t @ W_n
-                step_c(ref, t)  # dG_r, dZ_t, carry = d_out[t-1] + dh * z + drh * r
-                addmm_t(op, carry, dZ_t[t], w_rz_t, out=dh)  # dh_tm1 = carry + dZ_t @ W_rz
-            if need[2]:
-                d_w = torch.cat([weight_grad(op, dZ.view(-1, 2 * H), h_prev.view(-1, H)),
-                                 weight_grad(op, dZn.view(-1, H), buffers["rh"].view(-1, H))])  # (3H, H)
-            if gain is not None and need[4]:
-                d_gain = torch.cat([(dG[:, :, : 2 * H] * buffers["zp"]).sum((0, 1)),
-                                    (dG[:, :, 2 * H :] * buffers["zn"]).sum((0, 1))])
-        return dG, dh.clone(), d_w, d_b, d_gain, None, None
 
+@torch.library.custom_op("rnnkit::gru_sequence_forward", mutates_args=(), device_types="cpu")
+def _gru_sequence_forward(
+    gx: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Optional[Tensor], gain_hh: Optional[Tensor],
+    mask: Optional[Tensor], reset_after: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``gru_kernel_sequence``'s forward (``bias_hh`` None unless ``reset_after``). Returns output
+    (T, B, H), h_n (B, H), then what the backward operator reads: hs (T, B, H) the states (empty
+    without a mask: then they are the output), and ``_gru_kernel_forward``'s buffers ``_GRU_SAVED``
+    (shapes in ``csrc/common.h``; empty where the form or the norm has none)."""
+    out, hs, (_, buffers) = _gru_kernel_forward(gx, h0, weight_hh, bias_hh, gain_hh, mask, reset_after)
+    saved = [absent(gx) if buffers[k] is None else buffers[k] for k in _GRU_SAVED]
+    return (out, hs[-1].clone(), absent(gx) if mask is None else hs, *saved)
+
+
+@_gru_sequence_forward.register_fake
+def _(gx, h0, weight_hh, bias_hh, gain_hh, mask, reset_after):
+    T, B, G = gx.shape  # time, batch, 3 * hidden
+    H = G // 3
+
+    def new(present: bool, *shape):
+        return gx.new_empty(shape if present else (0,))
+
+    norm = gain_hh is not None
+    return (new(True, T, B, H), new(True, B, H), new(mask is not None, T, B, H), new(True, T, B, G),
+            new(True, T, B, G if reset_after else 2 * H), new(not reset_after, T, B, H), new(norm, T, B, 3),
+            new(reset_after, T, B, H), new(not reset_after, T, B, H))
+
+
+def _gru_setup_context(ctx, inputs, output):
+    gx, h0, weight_hh, bias_hh, gain_hh, mask, reset_after = inputs
+    out, _, hs, *buffers = output
+    ctx.mark_non_differentiable(hs, *buffers)
+    ctx.set_materialize_grads(False)  # no zero gradients for the buffers; backward fills in its own
+    ctx.reset_after = reset_after
+    states = out if mask is None else hs  # out: so that autograd catches in-place changes of it
+    ctx.save_for_backward(h0, weight_hh, bias_hh, gain_hh, mask, states, *buffers)
+
+
+def _gru_wanted(need, bias_hh, gain_hh, reset_after: bool) -> list[bool]:
+    """The gradients of (weight_hh, bias_hh, gain_hh) to compute: those ``need`` asks for whose
+    parameter is there and used (bias_hh: with ``reset_after`` only)."""
+    present = (True, reset_after and bias_hh is not None, gain_hh is not None)
+    return [bool(n) and p for n, p in zip(need, present)]
+
+
+def _gru_autograd_backward(ctx, d_out, d_hn, *_):
+    h0, weight_hh, bias_hh, gain_hh, mask, hs, *buffers = ctx.saved_tensors
+    wanted = _gru_wanted(ctx.needs_input_grad[2:5], bias_hh, gain_hh, ctx.reset_after)
+    d_out = torch.zeros_like(hs) if d_out is None else d_out
+    d_hn = torch.zeros_like(h0) if d_hn is None else d_hn
+    grads = torch.ops.rnnkit.gru_sequence_backward(d_out, d_hn, h0, weight_hh, bias_hh, gain_hh, mask, hs,
+                                                    *buffers, ctx.reset_after, wanted)
+    return (*grads[:2], *(g if w else None for g, w in zip(grads[2:], wanted)), None, None)
+
+
+_gru_sequence_forward.register_autograd(_gru_autograd_backward, setup_context=_gru_setup_context)
+
+
+@torch.library.custom_op("rnnkit::gru_sequence_backward", mutates_args=(), device_types="cpu")
+def _gru_sequence_backward(
+    d_out: Tensor, d_hn: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Optional[Tensor], gain_hh: Optional[Tensor],
+    mask: Optional[Tensor], hs: Tensor, acts: Tensor, zp: Tensor, zn: Tensor, rstd: Tensor, ghn: Tensor, rh: Tensor,
+    reset_after: bool, need: list[bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The gradients of gx, h0 and, where ``need`` (3 flags) says so (else empty), of weight_hh,
+    bias_hh, gain_hh; from those of the output and h_n and the forward operator's buffers (``hs``:
+    the states, whether or not a mask made the output differ)."""
+    T, B, H = hs.shape  # time, batch, hidden
+    G = 3 * H
+    need = _gru_wanted(need, bias_hh, gain_hh, reset_after)
+    lib, op, dtype = cpu.load(), gemm_for(hs), cpu.suffix(hs.dtype)
+    norm = gain_hh is not None
+    buffers = dict(  # the forward's buffers, as _gru_kernel_forward named them (gx: not read)
+        gx=None, h0=h0.contiguous(), hs=hs.contiguous(), acts=acts.contiguous(), zp=zp.contiguous(),
+        zn=None if reset_after else zn.contiguous(), rstd=rstd.contiguous() if norm else None,
+        gain=contiguous(gain_hh), bias=contiguous(bias_hh), ghn=ghn.contiguous() if reset_after else None,
+        rh=None if reset_after else rh.contiguous(), keep=contiguous(mask),
+    )
+    d_out = (d_out if mask is None else d_out * mask.unsqueeze(-1).to(d_out.dtype)).contiguous()
+    grads = dict(
+        d_out=d_out, dh=(d_hn + d_out[T - 1]).contiguous(), carry=hs.new_empty(B, H),
+        dG=hs.new_empty(T, B, G), scratch=hs.new_empty(H),
+        dGh=hs.new_empty(T, B, G) if reset_after else None,  # of W_hh h_tm1 + b_hh (normalised)
+        dZ=None if reset_after and not norm else hs.new_empty(T, B, G if reset_after else 2 * H),
+        dZn=None if reset_after else hs.new_empty(T, B, H),  # of W_n (r * h_tm1)
+        drh=None if reset_after else hs.new_empty(B, H),  # of r * h_tm1
+    )
+    args = cpu.GRUArgs(T=T, B=B, H=H, eps=LN_EPS, **{k: cpu.pointer(v) for k, v in {**buffers, **grads}.items()})
+    ref, dh, carry = ctypes.byref(args), grads["dh"], grads["carry"]
+    h_prev = prev_states(buffers["h0"], buffers["hs"])  # (T, B, H)
+    dG = grads["dG"]
+    d_w, d_b, d_gain = (absent(hs) for _ in range(3))  # each its own
+    if reset_after:
+        step = getattr(lib, "gru_backward_" + dtype)
+        dGh = grads["dGh"]
+        dZ = grads["dZ"] if norm else dGh
+        dZ_t, w_t = dZ.unbind(0), weight_hh.t().contiguous()  # w_t: (H, 3H)
+        for t in range(T - 1, -1, -1):
+            step(ref, t)  # dG_t, dGh_t, dZ_t, carry = d_out[t-1] + dh * z
+            addmm_t(op, carry, dZ_t[t], w_t, out=dh)  # dh_tm1 = carry + dZ_t @ W_hh
+        if need[0]:  # contiguous: oneDNN's product is a transposed view, the fake one is not
+            d_w = weight_grad(op, dZ.view(-1, G), h_prev.view(-1, H)).contiguous()
+        if need[1]:
+            d_b = dGh.sum((0, 1))
+        if need[2]:
+            d_gain = (dGh * buffers["zp"]).sum((0, 1))  # zp holds the normalised products
+    else:
+        step_b, step_c = getattr(lib, "gru_backward_b_" + dtype), getattr(lib, "gru_backward_c_" + dtype)
+        dZ, dZn, drh = grads["dZ"], grads["dZn"], grads["drh"]
+        dZ_t, dZn_t = dZ.unbind(0), dZn.unbind(0)
+        w_rz_t, w_n_t = weight_hh[: 2 * H].t().contiguous(), weight_hh[2 * H :].t().contiguous()  # (H, 2H), (H, H)
+        for t in range(T - 1, -1, -1):
+            step_b(ref, t)  # dG_z, dG_n, dZn_t
+            mm_t_into(op, dZn_t[t], w_n_t, out=drh)  # d(r * h_tm1) = dZn_t @ W_n
+            step_c(ref, t)  # dG_r, dZ_t, carry = d_out[t-1] + dh * z + drh * r
+            addmm_t(op, carry, dZ_t[t], w_rz_t, out=dh)  # dh_tm1 = carry + dZ_t @ W_rz
+        if need[0]:
+            d_w = torch.cat([weight_grad(op, dZ.view(-1, 2 * H), h_prev.view(-1, H)),
+                             weight_grad(op, dZn.view(-1, H), buffers["rh"].view(-1, H))])  # (3H, H)
+        if need[2]:
+            d_gain = torch.cat([(dG[:, :, : 2 * H] * buffers["zp"]).sum((0, 1)),
+                                (dG[:, :, 2 * H :] * buffers["zn"]).sum((0, 1))])
+    return dG, dh, d_w, d_b, d_gain
+
+
+@_gru_sequence_backward.register_fake
+def _(d_out, d_hn, h0, weight_hh, bias_hh, gain_hh, mask, hs, acts, zp, zn, rstd, ghn, rh, reset_after, need):
+    T, B, H = hs.shape  # time, batch, hidden
+    need = _gru_wanted(need, bias_hh, gain_hh, reset_after)
+    params = (weight_hh, bias_hh, gain_hh)
+    return (hs.new_empty(T, B, 3 * H), hs.new_empty(B, H),
+            *(hs.new_empty(p.shape if wanted else (0,)) for p, wanted in zip(params, need)))

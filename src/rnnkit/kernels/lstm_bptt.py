@@ -19,6 +19,14 @@ Two flavours, registered as two backends by ``rnnkit.layers.sequence``: ``lstm_s
 forward and backward, in one call of the compiled CPU kernels of ``rnnkit.kernels.cpu``).
 They are derived from ``rnnkit.cells.lstm.lstm_step`` (the reference) and tested against it.
 
+The kernel flavour is two torch custom operators, so that autograd and ``torch.compile`` see
+through the ctypes calls: ``rnnkit::lstm_sequence_forward`` (gx, h0, c0, weight_hh, peephole?,
+gain_hh?, ln_c_weight?, ln_c_bias?, mask?) -> (output, h_n, c_n, and the 7 buffers backward
+reads) and ``rnnkit::lstm_sequence_backward`` (the output gradients, the weights, the buffers,
+need) -> the 8 input gradients, each with a fake implementation, the first with its autograd
+registered to call the second. Without a graph to record (eager, no grad) the kernels are
+called directly.
+
 Covered: peepholes and layer norm, not a projection (``proj_size``). ``mask`` (T, B) bool:
 where False the state passes through unchanged, the output is 0, and backward sends the
 gradient straight through the state. Once differentiable (no double backward).
@@ -28,6 +36,7 @@ Weight layout and gate order are torch.nn's: ``W_hh`` (4H, H), gates i, f, g, o;
 from __future__ import annotations
 
 import ctypes
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -35,8 +44,8 @@ from torch.autograd.function import once_differentiable
 
 from ..cells.base import LN_EPS
 from . import cpu
-from .common import (Product, kernels_apply, mask_coefficients, needs_graph, partial_steps, prev_states,
-                     sigmoid_grad, tanh_grad, layer_norm_backward)
+from .common import (Product, absent, contiguous, kernels_apply, layer_norm_backward, mask_coefficients, needs_graph,
+                     partial_steps, prev_states, sigmoid_grad, tanh_grad)
 from .gemm import addmm_t, gemm_for, mm_t_into, weight_grad
 
 __all__ = ["lstm_sequence", "lstm_kernel_sequence"]
@@ -82,8 +91,9 @@ def lstm_kernel_sequence(gx: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, 
     args = (gx, h0, c0, weight_hh, peephole, layer_norm_hh, layer_norm_c_weight, layer_norm_c_bias)
     if not kernels_apply(*args):
         return lstm_sequence(*args[:5], mask, *args[5:])
-    if needs_graph(*args):
-        return _LSTMKernelSequence.apply(*args, mask)
+    if needs_graph(*args) or torch.compiler.is_compiling():  # the operator: autograd, torch.compile
+        out, h_n, c_n = torch.ops.rnnkit.lstm_sequence_forward(*args, mask)[:3]
+        return out, h_n, c_n
     with torch.no_grad():
         out, hs, cs, _ = _lstm_kernel_forward(*args, mask)
     return out, hs[-1].clone(), cs[-1].clone()
@@ -259,7 +269,7 @@ def _lstm_kernel_forward(gx, h0, c0, weight_hh, peephole, gain_hh, ln_c_weight, 
         tcs=gx.new_empty(T, B, H), peep=None if peephole is None else peephole.contiguous(),
         gain_hh=None if gain_hh is None else gain_hh.contiguous(),
         z=None if gain_hh is None else gx.new_empty(T, B, G),  # W_hh h_tm1, then its norm
-        rstd_hh=None if gain_hh is None else gx.new_empty(T, B, 4),
+        rstd_hh=None if gain_hh is None else gx.new_zeros(T, B, 4),  # zeros: ended sequences write none
         ln_w=None if ln_c_weight is None else ln_c_weight.contiguous(),
         ln_b=None if ln_c_weight is None or ln_c_bias is None else ln_c_bias.contiguous(),
         stats_c=None if ln_c_weight is None else gx.new_empty(T, B, 2),  # mean, 1 / std
@@ -284,65 +294,138 @@ def _lstm_kernel_forward(gx, h0, c0, weight_hh, peephole, gain_hh, ln_c_weight, 
     return out, hs, cs, (args, buffers)
 
 
-class _LSTMKernelSequence(torch.autograd.Function):
-    """``_LSTMSequence`` with each step's element-wise work, forward and backward, in one
-    compiled kernel call (``cpu``); the same inputs, outputs and gradients."""
+# -- the compiled kernels as torch operators ----------------------------------------------------
+# ``rnnkit::lstm_sequence_forward`` and ``rnnkit::lstm_sequence_backward``: what autograd and
+# torch.compile see (ctypes is opaque to both). Operators take and return tensors only, so the
+# forward returns every buffer backward reads (an empty tensor where the configuration has none),
+# and each call rebuilds the kernels' struct of pointers from the tensors it gets.
 
-    @staticmethod
-    def forward(ctx, gx, h0, c0, weight_hh, peephole, gain_hh, ln_c_weight, ln_c_bias, mask):
-        out, hs, cs, (args, buffers) = _lstm_kernel_forward(
-            gx, h0, c0, weight_hh, peephole, gain_hh, ln_c_weight, ln_c_bias, mask
-        )
-        ctx.args, ctx.buffers = args, buffers  # raw pointers into buffers: kept together
-        ctx.save_for_backward(weight_hh, hs)  # hs: so that autograd catches in-place changes of out
-        return out, hs[-1].clone(), cs[-1].clone()
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, d_out, d_hn, d_cn):
-        weight_hh, hs = ctx.saved_tensors
-        args, buffers = ctx.args, ctx.buffers
-        cs, mask = buffers["cs"], buffers["keep"]
-        T, B, H = hs.shape  # time, batch, hidden
-        G = 4 * H
-        lib = cpu.load()  # loaded in forward
-        op = gemm_for(hs)
-        d_out = (d_out if mask is None else d_out * mask.unsqueeze(-1).to(d_out.dtype)).contiguous()
-        grads = dict(
-            d_out=d_out, dh=(d_hn + d_out[T - 1]).contiguous(), dc=d_cn.clone(memory_format=torch.contiguous_format),
-            carry=hs.new_empty(B, H), dG=hs.new_empty(T, B, G), scratch=hs.new_empty(H),
-            dZ=None if buffers["z"] is None else hs.new_empty(T, B, G),  # gradient of W_hh h_tm1
-            d_cout=None if buffers["ln_w"] is None else hs.new_empty(T, B, H),  # of LN(c)
-        )
-        for name, tensor in grads.items():
-            setattr(args, name, cpu.pointer(tensor))
-        step = getattr(lib, "lstm_backward_" + cpu.suffix(hs.dtype))
-        ref = ctypes.byref(args)
-        dZ = grads["dZ"] if grads["dZ"] is not None else grads["dG"]
-        dZ_t, dh, carry = dZ.unbind(0), grads["dh"], grads["carry"]
-        w_t = weight_hh.t().contiguous()  # (H, 4H)
-        for t in range(T - 1, -1, -1):
-            step(ref, t)  # dG_t, dZ_t, dc -> dc_tm1, carry = d_out[t-1] (+ dh where ended)
-            addmm_t(op, carry, dZ_t[t], w_t, out=dh)  # dh_tm1 = carry + dZ_t @ W_hh
+@torch.library.custom_op("rnnkit::lstm_sequence_forward", mutates_args=(), device_types="cpu")
+def _lstm_sequence_forward(
+    gx: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephole: Optional[Tensor], gain_hh: Optional[Tensor],
+    ln_c_weight: Optional[Tensor], ln_c_bias: Optional[Tensor], mask: Optional[Tensor],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``lstm_kernel_sequence``'s forward, arguments as ``_lstm_forward``'s. Returns output (T, B, H),
+    h_n, c_n (B, H), then what the backward operator reads: hs (T, B, H) the states (empty without
+    a mask: then they are the output), cs (T + 1, B, H), the activated gates (T, B, 4H), tanh(c or
+    LN(c)) (T, B, H); with ``gain_hh`` the normalised products (T, B, 4H) and their 1 / std
+    (T, B, 4); with ``ln_c_weight`` the mean and 1 / std of c (T, B, 2) (each empty without)."""
+    out, hs, cs, (_, buffers) = _lstm_kernel_forward(
+        gx, h0, c0, weight_hh, peephole, gain_hh, ln_c_weight, ln_c_bias, mask
+    )
+    saved = [absent(gx) if buffers[k] is None else buffers[k] for k in ("z", "rstd_hh", "stats_c")]
+    return (out, hs[-1].clone(), cs[-1].clone(), absent(gx) if mask is None else hs, cs, buffers["acts"],
+            buffers["tcs"], *saved)
 
-        need = ctx.needs_input_grad
-        dG = grads["dG"]
-        d_w = d_p = d_gain = d_c_weight = d_c_bias = None
+
+@_lstm_sequence_forward.register_fake
+def _(gx, h0, c0, weight_hh, peephole, gain_hh, ln_c_weight, ln_c_bias, mask):
+    T, B, G = gx.shape  # time, batch, 4 * hidden
+    H = G // 4
+
+    def new(present: bool, *shape):
+        return gx.new_empty(shape if present else (0,))
+
+    norm_hh, norm_c = gain_hh is not None, ln_c_weight is not None
+    return (new(True, T, B, H), new(True, B, H), new(True, B, H), new(mask is not None, T, B, H),
+            new(True, T + 1, B, H), new(True, T, B, G), new(True, T, B, H), new(norm_hh, T, B, G),
+            new(norm_hh, T, B, 4), new(norm_c, T, B, 2))
+
+
+def _lstm_setup_context(ctx, inputs, output):
+    gx, h0, c0, weight_hh, peephole, gain_hh, ln_c_weight, ln_c_bias, mask = inputs
+    out, _, _, hs, *buffers = output
+    ctx.mark_non_differentiable(hs, *buffers)
+    ctx.set_materialize_grads(False)  # no zero gradients for the buffers; backward fills in its own
+    states = out if mask is None else hs  # out: so that autograd catches in-place changes of it
+    ctx.save_for_backward(h0, weight_hh, peephole, gain_hh, ln_c_weight, ln_c_bias, mask, states, *buffers)
+
+
+def _lstm_wanted(need, peephole, gain_hh, ln_c_weight, ln_c_bias) -> list[bool]:
+    """The gradients of (weight_hh, peephole, gain_hh, ln_c_weight, ln_c_bias) to compute: those
+    ``need`` asks for whose parameter is there (the bias of LN(c) only with its weight)."""
+    norm_c = ln_c_weight is not None
+    present = (True, peephole is not None, gain_hh is not None, norm_c, norm_c and ln_c_bias is not None)
+    return [bool(n) and p for n, p in zip(need, present)]
+
+
+def _lstm_autograd_backward(ctx, d_out, d_hn, d_cn, *_):
+    h0, weight_hh, peephole, gain_hh, ln_c_weight, ln_c_bias, mask, hs, *buffers = ctx.saved_tensors
+    wanted = _lstm_wanted(ctx.needs_input_grad[3:8], peephole, gain_hh, ln_c_weight, ln_c_bias)
+    d_out = torch.zeros_like(hs) if d_out is None else d_out
+    d_hn, d_cn = (torch.zeros_like(h0) if d is None else d for d in (d_hn, d_cn))
+    grads = torch.ops.rnnkit.lstm_sequence_backward(d_out, d_hn, d_cn, h0, weight_hh, peephole, gain_hh,
+                                                     ln_c_weight, ln_c_bias, mask, hs, *buffers, wanted)
+    return (*grads[:3], *(g if w else None for g, w in zip(grads[3:], wanted)), None)
+
+
+_lstm_sequence_forward.register_autograd(_lstm_autograd_backward, setup_context=_lstm_setup_context)
+
+
+@torch.library.custom_op("rnnkit::lstm_sequence_backward", mutates_args=(), device_types="cpu")
+def _lstm_sequence_backward(
+    d_out: Tensor, d_hn: Tensor, d_cn: Tensor, h0: Tensor, weight_hh: Tensor, peephole: Optional[Tensor],
+    gain_hh: Optional[Tensor], ln_c_weight: Optional[Tensor], ln_c_bias: Optional[Tensor], mask: Optional[Tensor],
+    hs: Tensor, cs: Tensor, acts: Tensor, tcs: Tensor, z: Tensor, rstd_hh: Tensor, stats_c: Tensor, need: list[bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The gradients of gx, h0, c0 and, where ``need`` (5 flags) says so (else empty), of weight_hh,
+    peephole, gain_hh, ln_c_weight, ln_c_bias; from those of the output, h_n, c_n and the forward
+    operator's buffers (``hs``: the states, whether or not a mask made the output differ)."""
+    T, B, H = hs.shape  # time, batch, hidden
+    G = 4 * H
+    need = _lstm_wanted(need, peephole, gain_hh, ln_c_weight, ln_c_bias)
+    lib, op = cpu.load(), gemm_for(hs)
+    norm_hh, norm_c = gain_hh is not None, ln_c_weight is not None
+    buffers = dict(  # the forward's buffers, as _lstm_kernel_forward named them (gx: not read)
+        gx=None, h0=h0.contiguous(), acts=acts.contiguous(), hs=hs.contiguous(), cs=cs.contiguous(),
+        tcs=tcs.contiguous(), peep=contiguous(peephole), gain_hh=contiguous(gain_hh),
+        z=z.contiguous() if norm_hh else None, rstd_hh=rstd_hh.contiguous() if norm_hh else None,
+        ln_w=contiguous(ln_c_weight), ln_b=contiguous(ln_c_bias) if norm_c else None,
+        stats_c=stats_c.contiguous() if norm_c else None, keep=contiguous(mask),
+    )
+    d_out = (d_out if mask is None else d_out * mask.unsqueeze(-1).to(d_out.dtype)).contiguous()
+    grads = dict(
+        d_out=d_out, dh=(d_hn + d_out[T - 1]).contiguous(), dc=d_cn.clone(memory_format=torch.contiguous_format),
+        carry=hs.new_empty(B, H), dG=hs.new_empty(T, B, G), scratch=hs.new_empty(H),
+        dZ=hs.new_empty(T, B, G) if norm_hh else None,  # gradient of W_hh h_tm1
+        d_cout=hs.new_empty(T, B, H) if norm_c else None,  # of LN(c)
+    )
+    args = cpu.LSTMArgs(T=T, B=B, H=H, eps=LN_EPS, **{k: cpu.pointer(v) for k, v in {**buffers, **grads}.items()})
+    step = getattr(lib, "lstm_backward_" + cpu.suffix(hs.dtype))
+    ref = ctypes.byref(args)
+    dZ = grads["dZ"] if norm_hh else grads["dG"]
+    dZ_t, dh, carry = dZ.unbind(0), grads["dh"], grads["carry"]
+    w_t = weight_hh.t().contiguous()  # (H, 4H)
+    for t in range(T - 1, -1, -1):
+        step(ref, t)  # dG_t, dZ_t, dc -> dc_tm1, carry = d_out[t-1] (+ dh where ended)
+        addmm_t(op, carry, dZ_t[t], w_t, out=dh)  # dh_tm1 = carry + dZ_t @ W_hh
+
+    cs, dG = buffers["cs"], grads["dG"]
+    d_w, d_p, d_gain, d_c_weight, d_c_bias = (absent(hs) for _ in range(5))  # each its own
+    if need[0]:  # contiguous: oneDNN's product is a transposed view, the fake one is not
+        d_w = weight_grad(op, dZ.view(-1, G), prev_states(buffers["h0"], buffers["hs"]).view(-1, H)).contiguous()
+    if need[1]:
+        dG4 = dG.view(T, B, 4, H)
+        d_if = (dG4[:, :, :2] * cs[:-1].unsqueeze(2)).sum((0, 1))  # (2, H)
+        d_o = (dG4[:, :, 3] * cs[1:]).sum((0, 1))  # ended sequences have dG = 0
+        d_p = torch.cat([d_if.reshape(-1), d_o])
+    if need[2]:
+        d_gain = (dG * buffers["z"]).sum((0, 1))  # z holds the normalised products
+    if norm_c:
+        d_cout, stats = grads["d_cout"], buffers["stats_c"]
         if need[3]:
-            d_w = weight_grad(op, dZ.view(-1, G), prev_states(buffers["h0"], hs).view(-1, H))
-        if buffers["peep"] is not None and need[4]:
-            dG4 = dG.view(T, B, 4, H)
-            d_if = (dG4[:, :, :2] * cs[:-1].unsqueeze(2)).sum((0, 1))  # (2, H)
-            d_o = (dG4[:, :, 3] * cs[1:]).sum((0, 1))  # ended sequences have dG = 0
-            d_p = torch.cat([d_if.reshape(-1), d_o])
-        if buffers["z"] is not None and need[5]:
-            d_gain = (dG * buffers["z"]).sum((0, 1))  # z holds the normalised products
-        if buffers["ln_w"] is not None:
-            d_cout, stats = grads["d_cout"], buffers["stats_c"]
-            if need[6]:
-                d_c_weight = (d_cout * (cs[1:] - stats[:, :, :1]) * stats[:, :, 1:]).sum((0, 1))
-            if buffers["ln_b"] is not None and need[7]:
-                d_c_bias = d_cout.sum((0, 1))
-        return dG, dh.clone(), grads["dc"], d_w, d_p, d_gain, d_c_weight, d_c_bias, None
+            d_c_weight = (d_cout * (cs[1:] - stats[:, :, :1]) * stats[:, :, 1:]).sum((0, 1))
+        if need[4]:
+            d_c_bias = d_cout.sum((0, 1))
+    return dG, dh, grads["dc"], d_w, d_p, d_gain, d_c_weight, d_c_bias
 
 
+@_lstm_sequence_backward.register_fake
+def _(d_out, d_hn, d_cn, h0, weight_hh, peephole, gain_hh, ln_c_weight, ln_c_bias, mask, hs, cs, acts, tcs, z,
+      rstd_hh, stats_c, need):
+    T, B, H = hs.shape  # time, batch, hidden
+    need = _lstm_wanted(need, peephole, gain_hh, ln_c_weight, ln_c_bias)
+    params = (weight_hh, peephole, gain_hh, ln_c_weight, ln_c_bias)
+    return (hs.new_empty(T, B, 4 * H), hs.new_empty(B, H), hs.new_empty(B, H),
+            *(hs.new_empty(p.shape if wanted else (0,)) for p, wanted in zip(params, need)))

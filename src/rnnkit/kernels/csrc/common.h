@@ -1,11 +1,20 @@
 // What every kernel file shares: the float32/float64 maths, the layer-norm moments and their
-// backward, the argument structs the Python loader (rnnkit/kernels/cpu.py) fills through ctypes,
-// and the macro that exports a step kernel for both dtypes. Plain C++14, no torch headers.
+// backward, the split of a step's batch rows over threads, the argument structs the Python loader
+// (rnnkit/kernels/cpu.py) fills through ctypes, and the macro that exports a step kernel for both
+// dtypes. Plain C++14, no torch headers.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+// threads.cpp: at most this many threads split a step's rows (set by the loader; default: no limit).
+int64_t rnnkit_thread_limit();
 
 namespace {
 
@@ -78,6 +87,49 @@ inline void norm_backward(const T* dxhat, const T* xhat, T rstd, int64_t n, T* d
     for (int64_t j = 0; j < n; ++j) dx[j] = rstd * (dxhat[j] - m1 - xhat[j] * m2);
 }
 
+// Threads: a step kernel splits its batch rows over OpenMP threads (`#pragma omp parallel for`
+// over b, static schedule: each row's arithmetic is the same whichever thread does it). The
+// library links the OpenMP runtime by its name, libgomp.so.1, which is the one torch has loaded:
+// the threads are torch's intra-op threads (as many as torch.get_num_threads() on the calling
+// thread), still spinning from the step's matrix product. The loader lowers rnnkit_thread_limit
+// (threads.cpp) to 1 unless it sees that the library's runtime is the one torch had loaded.
+// Built without OpenMP, the pragmas are ignored and one thread runs.
+
+// Below this many hidden units per step (B * H), waking the other threads costs more than it saves.
+constexpr int64_t kMinParallelUnits = 1 << 13;
+
+// How many threads a step over B rows of H units runs on.
+inline int64_t step_threads(int64_t B, int64_t H) {
+#ifdef _OPENMP
+    if (B * H < kMinParallelUnits) return 1;
+    const int64_t threads = std::min<int64_t>(omp_get_max_threads(), rnnkit_thread_limit());
+    return std::max<int64_t>(1, std::min(threads, B));
+#else
+    (void)B;
+    (void)H;
+    return 1;
+#endif
+}
+
+// This thread's index in the team (0 outside a parallel region).
+inline int64_t thread_index() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+// A step's scratch row of H values for this thread: the struct's own for the first thread (as
+// when one thread runs), a buffer kept per thread (and dtype) for the others.
+template <typename T>
+inline T* thread_scratch(void* shared, int64_t H) {
+    if (thread_index() == 0) return (T*)shared;
+    static thread_local std::vector<T> own;
+    if ((int64_t)own.size() < H) own.resize(H);
+    return own.data();
+}
+
 }  // namespace
 
 // The structs below are mirrored by ctypes Structures in rnnkit/kernels/cpu.py and described to
@@ -111,7 +163,7 @@ struct LSTMArgs {
     void* dG;            // (T, B, 4H) out: gradient of the pre-activations (of gx)
     void* dZ;            // (T, B, 4H) norm only, out: gradient of W_hh h_tm1
     void* d_cout;        // (T, B, H) norm of c only, out: gradient of LN(c)
-    void* scratch;       // (H)
+    void* scratch;       // (H) the first thread's; the others have their own (thread_scratch)
 };
 
 // Per-gate layer norm of a whole (rows, H) tensor, row r in gate r % gates: out = xhat * gain + bias.
@@ -156,7 +208,7 @@ struct GRUArgs {
                          // (T, B, 2H) reset before (W_rz h_tm1)
     void* dZn;           // reset before: (T, B, H) out: gradient of W_n (r * h_tm1)
     void* drh;           // reset before: (B, H) in: gradient of r * h_tm1 (dZn_t @ W_n)
-    void* scratch;       // (H)
+    void* scratch;       // (H) the first thread's; the others have their own (thread_scratch)
 };
 
 }  // extern "C"

@@ -32,6 +32,7 @@ void gru_forward(const GRUArgs& a, int64_t t) {
     const T* h_prev = t ? (const T*)a.hs + (t - 1) * B * H : (const T*)a.h0;
     T* h_new = (T*)a.hs + t * B * H;
     const uint8_t* keep = a.keep ? a.keep + t * B : nullptr;
+#pragma omp parallel for num_threads(step_threads(B, H)) schedule(static)
     for (int64_t b = 0; b < B; ++b) {
         const T* hp = h_prev + b * H;
         T* hb = h_new + b * H;
@@ -83,9 +84,10 @@ void gru_backward(const GRUArgs& a, int64_t t) {
     T* dG = (T*)a.dG + t * B * G;
     T* dGh = (T*)a.dGh + t * B * G;
     T* dZ = a.dZ ? (T*)a.dZ + t * B * G : nullptr;
-    T* scratch = (T*)a.scratch;
     const uint8_t* keep = a.keep ? a.keep + t * B : nullptr;
+#pragma omp parallel for num_threads(step_threads(B, H)) schedule(static)
     for (int64_t b = 0; b < B; ++b) {
+        T* scratch = thread_scratch<T>(a.scratch, H);  // this thread's own (H)
         const T* dhb = dh + b * H;
         const T* hp = h_prev + b * H;
         T* cb = carry + b * H;
@@ -142,6 +144,7 @@ void gru_forward_a(const GRUArgs& a, int64_t t) {
     const T* gain = (const T*)a.gain;
     const T* h_prev = t ? (const T*)a.hs + (t - 1) * B * H : (const T*)a.h0;
     const uint8_t* keep = a.keep ? a.keep + t * B : nullptr;
+#pragma omp parallel for num_threads(step_threads(B, H)) schedule(static)
     for (int64_t b = 0; b < B; ++b) {
         const T* hp = h_prev + b * H;
         T* ab = acts + b * G;
@@ -183,6 +186,7 @@ void gru_forward_b(const GRUArgs& a, int64_t t) {
     const T* h_prev = t ? (const T*)a.hs + (t - 1) * B * H : (const T*)a.h0;
     T* h_new = (T*)a.hs + t * B * H;
     const uint8_t* keep = a.keep ? a.keep + t * B : nullptr;
+#pragma omp parallel for num_threads(step_threads(B, H)) schedule(static)
     for (int64_t b = 0; b < B; ++b) {
         const T* hp = h_prev + b * H;
         T* hb = h_new + b * H;
@@ -223,7 +227,9 @@ void gru_backward_b(const GRUArgs& a, int64_t t) {
     T* dG = (T*)a.dG + t * B * G;
     T* dZn = (T*)a.dZn + t * B * H;
     const uint8_t* keep = a.keep ? a.keep + t * B : nullptr;
+#pragma omp parallel for num_threads(step_threads(B, H)) schedule(static)
     for (int64_t b = 0; b < B; ++b) {
+        T* scratch = thread_scratch<T>(a.scratch, H);  // this thread's own (H)
         const T* dhb = dh + b * H;
         const T* hp = h_prev + b * H;
         T* dGb = dG + b * G;
@@ -243,8 +249,7 @@ void gru_backward_b(const GRUArgs& a, int64_t t) {
         if (gain) {
             const T* rstd = (const T*)a.rstd + (t * B + b) * 3;
             const T* xhat = (const T*)a.zn + t * B * H + b * H;
-            T* scratch = (T*)a.scratch;
-#pragma omp simd
+        #pragma omp simd
             for (int64_t j = 0; j < H; ++j) scratch[j] = dGb[2 * H + j] * gain[2 * H + j];
             norm_backward(scratch, xhat, rstd[2], H, dzn);
         } else {
@@ -267,7 +272,9 @@ void gru_backward_c(const GRUArgs& a, int64_t t) {
     T* dG = (T*)a.dG + t * B * G;
     T* dZ = (T*)a.dZ + t * B * 2 * H;
     const uint8_t* keep = a.keep ? a.keep + t * B : nullptr;
+#pragma omp parallel for num_threads(step_threads(B, H)) schedule(static)
     for (int64_t b = 0; b < B; ++b) {
+        T* scratch = thread_scratch<T>(a.scratch, H);  // this thread's own (H)
         const T* dhb = dh + b * H;
         const T* hp = h_prev + b * H;
         const T* drb = drh + b * H;
@@ -292,8 +299,7 @@ void gru_backward_c(const GRUArgs& a, int64_t t) {
         if (gain) {
             const T* rstd = (const T*)a.rstd + (t * B + b) * 3;
             const T* xhat = (const T*)a.zp + t * B * 2 * H + b * 2 * H;
-            T* scratch = (T*)a.scratch;
-            for (int64_t k = 0; k < 2; ++k) {
+                    for (int64_t k = 0; k < 2; ++k) {
 #pragma omp simd
                 for (int64_t j = 0; j < H; ++j) scratch[j] = dGb[k * H + j] * gain[k * H + j];
                 norm_backward(scratch, xhat + k * H, rstd[k], H, dzb + k * H);

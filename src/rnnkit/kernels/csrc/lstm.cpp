@@ -22,6 +22,7 @@ void lstm_forward(const LSTMArgs& a, int64_t t) {
     T* c_new = (T*)a.cs + (t + 1) * B * H;
     T* tc = (T*)a.tcs + t * B * H;
     const uint8_t* keep = a.keep ? a.keep + t * B : nullptr;
+#pragma omp parallel for num_threads(step_threads(B, H)) schedule(static)
     for (int64_t b = 0; b < B; ++b) {
         T* pre = acts + b * G;
         const T* cp = c_prev + b * H;
@@ -118,9 +119,10 @@ void lstm_backward(const LSTMArgs& a, int64_t t) {
     T* dG = (T*)a.dG + t * B * G;
     T* dZ = a.dZ ? (T*)a.dZ + t * B * G : nullptr;
     T* d_cout = a.d_cout ? (T*)a.d_cout + t * B * H : nullptr;
-    T* scratch = (T*)a.scratch;
     const uint8_t* keep = a.keep ? a.keep + t * B : nullptr;
+#pragma omp parallel for num_threads(step_threads(B, H)) schedule(static)
     for (int64_t b = 0; b < B; ++b) {
+        T* scratch = thread_scratch<T>(a.scratch, H);  // this thread's own (H)
         const T* dhb = dh + b * H;
         T* dcb = dc + b * H;
         T* cb = carry + b * H;
