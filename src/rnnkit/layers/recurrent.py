@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from ..cells import KINDS, BoundCell
 from ..checks import check_bool, check_dropout, check_size
 from . import sequence  # noqa: F401  (registers the sequence backends before any layer runs)
 from .backends import select
@@ -91,6 +92,9 @@ def run_direction(cell, x: Tensor, state, mask: Tensor | None = None):
     backend = select("sequence", config, x) if x.shape[0] > 0 else None
     if backend is not None:
         return backend.run(config, cell.weights(), x, state, mask)
+    if config is not None and not isinstance(cell, BoundCell):
+        # a cell of rnnkit's own equations: gather its weights once, not at every step
+        cell = BoundCell(KINDS[config.cell], config, cell.weights())
     if hasattr(cell, "project_input") and hasattr(cell, "step"):
         xs, step = cell.project_input(x), cell.step  # (T, B, G): one matrix product
     else:
