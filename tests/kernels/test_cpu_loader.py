@@ -52,6 +52,7 @@ def test_the_sources_are_the_package_files():
 def test_builds_once_then_the_cache_is_reused(fresh, monkeypatch):
     built = list(fresh.glob("fused_kernels_*.so"))
     assert len(built) == 1 and not list(fresh.glob("tmp*"))  # the temporary build folder is gone
+    assert cpu._unverified(built[0]) is None  # its sha256 recorded beside it (tests/kernels/test_cache_trust.py)
     mtime = built[0].stat().st_mtime_ns
     monkeypatch.setattr(cpu.subprocess, "run", lambda *a, **k: pytest.fail("compiled although cached"))
     lib = cpu.load()

@@ -23,11 +23,29 @@ one pool of threads, and every row's arithmetic is the same whichever thread com
 the loader cannot see that the runtime is torch's (``_openmp_runtimes``), the kernels stay on
 one thread; where the compiler has no OpenMP, the library is built without it (one thread).
 
-**Cache.** The library is cached under ``$RNNKIT_CACHE`` (default ``~/.cache/rnnkit``) as
-``fused_kernels_<key>.so``, the key a hash of every source and header file (name and content),
-the flags, the compiler and the CPU (the code is built with ``-march=native``). A changed
-source therefore builds a new library; concurrent builders each compile in a temporary folder
-and one atomic rename wins.
+**Cache.** The library is cached under ``$RNNKIT_CACHE`` (default ``rnnkit`` in ``$XDG_CACHE_HOME``
+or ``~/.cache``) as ``fused_kernels_<key>.so``, the key a hash of every source and header file (name
+and content), the flags, the compiler and the CPU (the code is built with ``-march=native``); beside
+it, ``fused_kernels_<key>.so.sha256`` records the sha256 of the library as it was built. A changed
+source therefore builds a new library; concurrent builders each compile in a temporary folder and
+install their result with atomic renames, the record first, then the library.
+
+**Trust.** Loading a library runs its code (its constructors run inside ``dlopen``), so the loader
+loads only a library it built itself, in a folder no one else can write to:
+
+- the cache folder, created with mode 0700, must belong to this user and be writable by no one else
+  (a folder of mode 0755 is accepted), and every folder above it must belong to this user or root and
+  be writable by no one else unless it is sticky like ``/tmp`` (else another user could rename the
+  cache folder and put their own in its place). A folder that fails is not used: one warning names it,
+  what was expected and what was found, and torch operations run;
+- before ``dlopen``, the library's bytes are read once (not through a link; a regular file of this
+  user's that no one else can write) and their sha256 compared with the record. A library without a
+  record, with another hash, or failing those checks, is not loaded: one warning, and it is built
+  again (into a temporary file, then renamed over it).
+
+``dlopen`` then maps the file at the path just hashed, not a private copy: between the two only this
+user or root could change it, since no one else can write in the folder or to the file, and either
+could as well change rnnkit itself.
 
 **Layout check.** Python fills the C++ structs through ctypes copies (``LSTMArgs``, ``GRUArgs``,
 ``NormArgs``); a field changed on one side only would make a kernel read the wrong pointer.
@@ -42,7 +60,7 @@ kernels (``lstm_bptt``, ``gru_bptt``, ``gate_norm``) do so inside torch custom o
 one-time work here (the build, the load and its checks) runs outside any trace: ``applies``
 asks ``_loaded``, which ``torch.compile`` calls eagerly and keeps as a constant.
 
-**Fallback.** Without a compiler, with a failed build, with a refused library, with
+**Fallback.** Without a compiler, with a failed build, with a refused library or cache folder, with
 ``RNNKIT_KERNELS=0`` (or ``set_enabled(False)``), or for dtypes other than float32/float64,
 ``kernels_for`` returns None and the fused layers run the same steps with torch operations.
 The float32 kernels use their own vectorisable ``exp`` (Cephes' polynomial), so sigmoid and
@@ -59,6 +77,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -181,15 +200,18 @@ def load() -> ctypes.CDLL | Literal[False]:
         if _library is None:
             try:
                 _library = _open(_build())
-            except (OSError, subprocess.SubprocessError, _Refused) as e:
-                log.warning("rnnkit: fused CPU kernels unavailable (%s); using torch operations", e)
+            except Exception as e:  # whatever fails here, torch operations run instead
+                expected = isinstance(e, (OSError, subprocess.SubprocessError, _Refused))
+                log.warning("rnnkit: fused CPU kernels unavailable (%s); using torch operations",
+                            e if expected else f"{type(e).__name__}: {e}")
                 _library = False
     return _library
 
 
 class _Refused(Exception):
-    """A library that loaded but whose kernels must not be called: a kernel or a struct
-    description is missing, or a struct's layout differs from its ctypes copy."""
+    """A cache folder that others could write to (``_private_dir``), or a library that loaded but
+    whose kernels must not be called: a kernel or a struct description is missing, or a struct's
+    layout differs from its ctypes copy."""
 
 
 def _sources(directory=None) -> dict[str, bytes]:
@@ -239,20 +261,91 @@ def _cache_dir() -> Path:
     return Path(cache)
 
 
+def _private_dir(path: Path) -> Path:
+    """``path`` (created with mode 0700 if missing) with its links resolved, once no one but this
+    user and root can write to it or replace it: it belongs to this user, no one else may write to
+    it, and every folder above it belongs to this user or root and no one else may write to it
+    unless it is sticky (like ``/tmp``). Raises ``_Refused`` otherwise, saying what was found."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)  # the folders above: the default mode
+        real = Path(os.path.realpath(path))  # checked, then used: a link swapped later changes nothing
+        st = os.stat(real)
+    except OSError as e:
+        raise OSError(f"cannot create the cache folder {path}: {e}") from e
+    uid = os.getuid()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
+        raise _Refused(f"the cache folder {real} should be a folder of uid {uid} that no one else can write to "
+                       f"(rnnkit creates it with mode 0o700), found {_described(st)}; set RNNKIT_CACHE to "
+                       f"a folder of your own")
+    for parent in real.parents:
+        st = os.stat(parent)
+        if st.st_uid not in (uid, 0) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+            raise _Refused(f"the folder {parent} above the cache folder {real} should belong to uid {uid} or "
+                           f"root and be writable by no one else unless sticky (or others can replace the cache "
+                           f"folder), found {_described(st)}; set RNNKIT_CACHE to a folder of your own")
+    return real
+
+
+def _described(st: os.stat_result) -> str:
+    """What a folder's or file's owner and mode are, for the warnings: ``uid 1000, mode 0o777``."""
+    kind = "" if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode) else "not a folder or file, "
+    return f"{kind}uid {st.st_uid}, mode {oct(stat.S_IMODE(st.st_mode))}"
+
+
+def _record(path: Path) -> Path:
+    """Where the sha256 of the library at ``path`` is recorded when rnnkit builds it."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _read_private(path: Path) -> bytes:
+    """The bytes of ``path``, a regular file of this user's that no one else can write to, read
+    without following a link; raises OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))  # a link: ELOOP
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise OSError(f"{path.name} should be a file of uid {os.getuid()} that no one else can write to, "
+                          f"found {_described(st)}")
+        return f.read()
+
+
+def _unverified(path: Path) -> str | None:
+    """Why the library at ``path`` must not be loaded, None if its bytes have the sha256 recorded
+    when rnnkit built it (``_record``). The file is read once, here, before anything loads it."""
+    try:
+        recorded = _read_private(_record(path)).decode(errors="replace").strip()
+    except FileNotFoundError:
+        return (f"there is no record of its sha256 ({_record(path).name}): rnnkit did not build it, or an "
+                f"older version did")
+    except OSError as e:
+        return f"its record cannot be read: {e}"
+    try:
+        digest = hashlib.sha256(_read_private(path)).hexdigest()
+    except OSError as e:
+        return f"it cannot be read: {e}"
+    if digest != recorded:
+        return f"its sha256 is {digest}, not the {recorded[:64]!r} recorded when rnnkit built it"
+    return None
+
+
 def _build() -> Path:
-    """The path of the library built from the package's sources, compiled unless cached: with
-    OpenMP (``_FLAGS``), or where the compiler has none, without (``_SERIAL_FLAGS``)."""
+    """The path of the library built from the package's sources, compiled unless cached (and
+    verified, ``_unverified``) in the private cache folder (``_private_dir``): with OpenMP
+    (``_FLAGS``), or where the compiler has none, without (``_SERIAL_FLAGS``)."""
     compiler = _compiler()
     if compiler is None:
         raise OSError("no C++ compiler found ($CXX, c++, g++, clang++)")
     sources = _sources()
-    cache = _cache_dir()
+    cache = _private_dir(_cache_dir())
     paths = [(flags, cache / f"fused_kernels_{_cache_key(sources, compiler, flags)}.so")
              for flags in (_FLAGS, _SERIAL_FLAGS)]
-    for _, path in paths:
-        if path.exists():
-            return path
-    cache.mkdir(parents=True, exist_ok=True)
+    for flags, path in paths:
+        if os.path.lexists(path):
+            problem = _unverified(path)
+            if problem is None:
+                return path
+            log.warning("rnnkit: not loading %s: %s; building it again", path, problem)
+            return _compile(compiler, sources, flags, path)
     try:
         return _compile(compiler, sources, *paths[0])
     except OSError as e:
@@ -261,7 +354,7 @@ def _build() -> Path:
 
 
 def _compile(compiler: str, sources: dict[str, bytes], flags: list[str], path: Path) -> Path:
-    """Compile ``sources`` with ``flags`` into ``path`` (in the cache folder)."""
+    """Compile ``sources`` with ``flags`` into ``path`` (in the cache folder), and record its sha256."""
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         # Compile the very bytes that were hashed, not the package files, which could change meanwhile.
         for name, content in sources.items():
@@ -273,15 +366,26 @@ def _compile(compiler: str, sources: dict[str, bytes], flags: list[str], path: P
         if result.returncode != 0:
             errors = [line for line in result.stderr.splitlines() if "error" in line] or result.stderr.splitlines()
             raise OSError(f"{compiler} failed with exit code {result.returncode}: {errors[0] if errors else 'no output'}")
-        os.replace(out, path)  # atomic: concurrent builders each write their own, one wins
+        os.chmod(out, 0o600)  # whatever the umask: a file others can write to is not loaded
+        record = Path(tmp) / "kernels.so.sha256"
+        fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(hashlib.sha256(out.read_bytes()).hexdigest() + "\n")
+        # Atomic, the record first: in a fresh cache a reader sees no library yet, or one with its
+        # record. Concurrent builders each install their own; the compiler's output is the same for the
+        # same input (gcc's is), so whichever record wins matches whichever library wins. Where it is
+        # not, a later load can find a mismatch: one warning, and it builds again.
+        os.replace(record, _record(path))
+        os.replace(out, path)
     log.info("rnnkit: compiled fused CPU kernels into %s", path)
     return path
 
 
 def _open(path: Path) -> ctypes.CDLL:
-    """The library at ``path``, once it is known to export every kernel and to agree with the
-    ctypes structs; raises ``_Refused`` otherwise. Its step kernels run on one thread unless the
-    OpenMP runtime it uses is the one torch had loaded already (see ``_openmp_runtimes``)."""
+    """The library at ``path`` (which ``_build`` verified or built: see **Trust** above), once it is
+    known to export every kernel and to agree with the ctypes structs; raises ``_Refused`` otherwise.
+    Its step kernels run on one thread unless the OpenMP runtime it uses is the one torch had loaded
+    already (see ``_openmp_runtimes``)."""
     before = _openmp_runtimes()
     lib = ctypes.CDLL(str(path))
     kernels = {**_STEP_KERNELS, **_WHOLE_KERNELS}
