@@ -1,17 +1,18 @@
 """rnnkit on CUDA: every layer configuration gives the same outputs, final states and gradients
 on the GPU as on the CPU; standard configurations equal torch.nn (cuDNN) there; the variants'
-fused sequence functions equal the step loop there; ``rnnkit.Stream`` equals the layer.
+fused sequence functions equal the step loop there; ``rnnkit.Stream`` (replayed as a CUDA graph)
+equals the layer.
 
 Skipped without CUDA. ``RNNKIT_TEST_DEVICE`` names the device under test (default "cuda"):
 ``RNNKIT_TEST_DEVICE=cpu pytest tests/test_cuda.py`` runs the same comparisons CPU against CPU,
 which checks the tests themselves on a machine without a GPU (and nothing about CUDA).
 
-On CUDA the variants run the "bptt" sequence backend (torch operations) (the compiled CPU
-kernels and oneDNN are for CPU tensors only), while their CPU reference here runs the compiled
-kernels: the comparison is across both implementations.
-
-Training on CUDA is not covered: ``rnnkit.training`` (Trainer, ``rnnkit.train``) has no
-device setting and runs on the CPU.
+On CUDA the variants run the "cuda-fused" sequence backend (cuBLAS products and the Triton step
+kernels of ``rnnkit.kernels.triton_steps``) where Triton imports, else "bptt" (torch
+operations), while their CPU reference here runs the compiled C++ kernels: the comparison is
+across implementations. ``tests/layers/test_backends.py`` also runs its grids (every backend
+over every configuration it claims, against the reference loop) on CUDA where there is a GPU;
+``tests/cli/test_device_flags.py`` trains on the GPU and loads the run on the CPU.
 """
 import copy
 import os
@@ -173,6 +174,39 @@ def test_fused_path_equals_step_loop_on_device(name, lengths):
     with backends.only():
         expected = _run(layer, x, state0, weights, lengths, DEVICE)
     _assert_same(_run(layer, x, state0, weights, lengths, DEVICE), expected, TOL[torch.float64])
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="the CUDA backends")
+@pytest.mark.parametrize("name", [n for n in VARIANTS if "proj" not in n])
+def test_variants_on_cuda_run_the_triton_backend_where_triton_imports(name):
+    pytest.importorskip("triton")
+    layer = _make(name, 1, False, torch.float32).to(DEVICE)
+    x = torch.randn(T, B, I, device=DEVICE)
+    chosen = backends.select("sequence", layer.cell(0).config, x)
+    assert chosen is not None and chosen.name == "cuda-fused"
+
+
+@pytest.mark.parametrize("name", ["lstm", "lstm_peephole", "gru"])
+def test_stream_on_device_follows_reset_and_state(name):
+    """After a reset (to zeros or to a given state), the stream (a replayed CUDA graph on CUDA)
+    continues from that state: it equals the layer run from it."""
+    layer = _make(name, 2, False, torch.float32).to(DEVICE)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(T, B, I, generator=gen).to(DEVICE)
+    stream = Stream(layer, batch_size=B)
+    for x_t in x:  # captured and replayed by now
+        stream.step(x_t)
+    _, template = layer(x)
+    state0 = tuple(torch.randn(s.shape, generator=gen).to(DEVICE) for s in _parts(template))
+    state0 = state0 if len(state0) > 1 else state0[0]
+    for start in (None, state0):
+        stream.reset(start)
+        ys = torch.stack([stream.step(x_t) for x_t in x])
+        with torch.no_grad():
+            out, final = layer(x, start)
+        torch.testing.assert_close(ys, out, atol=TOL[torch.float32], rtol=TOL[torch.float32])
+        for s, ref in zip(_parts(stream.state), _parts(final), strict=True):
+            torch.testing.assert_close(s, ref, atol=TOL[torch.float32], rtol=TOL[torch.float32])
 
 
 def test_cpu_only_paths_decline_device_tensors():

@@ -22,6 +22,8 @@ from rnnkit.layers import backends, run_direction
 
 D64 = torch.float64
 T, B, I, H = 5, 3, 4, 6
+# The grids run on the CPU, and on CUDA where there is a GPU (tests/test_cuda.py has more there).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 LENGTHS = torch.tensor([5, 2, 4])
 
 # Every value each config field is tested at. A new config field must be added here, or the
@@ -93,14 +95,16 @@ def test_the_grid_covers_every_config_field():
     assert set(KINDS) == set(CONFIGS)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name, config", list(_claimed("sequence")))
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
-def test_every_sequence_backend_equals_the_reference_on_every_claimed_config(name, config, lengths):
-    layer = _layer_for(config, bidirectional=True, engine="python")
-    x = torch.randn(T, B, I, dtype=D64, generator=torch.Generator().manual_seed(3)).requires_grad_()
+def test_every_sequence_backend_equals_the_reference_on_every_claimed_config(name, config, lengths, device):
+    layer = _layer_for(config, bidirectional=True, engine="python").to(device)
+    x = torch.randn(T, B, I, dtype=D64, generator=torch.Generator().manual_seed(3)).to(device).requires_grad_()
     leaves = [x] + list(layer.parameters())
     cell = layer.cell(0)
     assert backends.select("sequence", cell.config, x) is not None  # some backend takes it
+    lengths = None if lengths is None else lengths.to(device)
 
     def run():
         return layer(x, lengths=lengths)
@@ -108,7 +112,7 @@ def test_every_sequence_backend_equals_the_reference_on_every_claimed_config(nam
     with backends.only(name):
         chosen = backends.select("sequence", cell.config, x)
         if chosen is None:
-            pytest.skip(f"{name} is not available here (e.g. no C++ compiler)")
+            pytest.skip(f"{name} is not available for {device} tensors here (e.g. no C++ compiler, no CUDA)")
         assert chosen.name == name
         got = _results_and_grads(run, leaves)
     with backends.only():
@@ -116,11 +120,13 @@ def test_every_sequence_backend_equals_the_reference_on_every_claimed_config(nam
     _assert_close(got, expected)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name, config", list(_claimed("layer")))
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
-def test_every_layer_backend_equals_the_reference_on_every_claimed_config(name, config, lengths):
-    layer = _layer_for(config, num_layers=2, bidirectional=True)
-    x = torch.randn(T, B, I, dtype=D64, generator=torch.Generator().manual_seed(3)).requires_grad_()
+def test_every_layer_backend_equals_the_reference_on_every_claimed_config(name, config, lengths, device):
+    layer = _layer_for(config, num_layers=2, bidirectional=True).to(device)
+    x = torch.randn(T, B, I, dtype=D64, generator=torch.Generator().manual_seed(3)).to(device).requires_grad_()
+    lengths = None if lengths is None else lengths.to(device)
     leaves = [x] + list(layer.parameters())
     with backends.only(name):
         assert backends.select("layer", config, x).name == name

@@ -18,7 +18,7 @@ from torch import nn
 import rnnkit
 from rnnkit.cells import GRUCell, LSTMCell
 from rnnkit.kernels import cpu as cpu_kernels
-from rnnkit.kernels import gemm
+from rnnkit.kernels import gemm, triton_steps
 from rnnkit.kernels.gru_bptt import gru_kernel_sequence, gru_sequence
 from rnnkit.kernels.lstm_bptt import lstm_kernel_sequence, lstm_sequence
 from rnnkit.layers import backends, recurrent, run_direction
@@ -50,19 +50,27 @@ SEQUENCE_BACKENDS = sorted({b.name for b in backends.registered("sequence")})
 @pytest.fixture(autouse=True, params=SEQUENCE_BACKENDS)
 def element_wise(request):
     """Every test runs once per sequence backend: each step's element-wise work in the compiled
-    CPU kernels (``rnnkit.kernels.cpu``, "bptt-kernels") and in torch operations ("bptt")."""
+    CPU kernels (``rnnkit.kernels.cpu``, "bptt-kernels"), in the Triton kernels ("cuda-fused",
+    here only under Triton's interpreter) and in torch operations ("bptt")."""
     if request.param == "bptt-kernels" and not cpu_kernels.load():
         pytest.skip("no C++ compiler here: the kernels fall back to torch operations")
-    with backends.only(request.param, "torch"):  # standard layers keep torch's kernels
-        yield request.param
+    if request.param == "cuda-fused" and not triton_steps.interpreted():
+        pytest.skip("the Triton step kernels run on CUDA (tests/test_cuda.py), or here on the CPU "
+                    "under TRITON_INTERPRET=1 (tests/kernels/test_triton_steps.py runs this file so)")
+    previous = cpu_kernels.set_enabled(request.param != "cuda-fused")  # the interpreter: not the C++
+    try:
+        with backends.only(request.param, "torch"):  # standard layers keep torch's kernels
+            yield request.param
+    finally:
+        cpu_kernels.set_enabled(previous)
 
 
 def _lstm_fn(name):
-    return lstm_kernel_sequence if name == "bptt-kernels" else lstm_sequence
+    return lstm_kernel_sequence if name in ("bptt-kernels", "cuda-fused") else lstm_sequence
 
 
 def _gru_fn(name):
-    return gru_kernel_sequence if name == "bptt-kernels" else gru_sequence
+    return gru_kernel_sequence if name in ("bptt-kernels", "cuda-fused") else gru_sequence
 
 
 def _randomise_(module, seed=0):

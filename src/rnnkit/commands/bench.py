@@ -16,8 +16,11 @@ Rows (training steps: forward + backward, medians, sides alternating; see ``rnnk
 ``--device auto|cpu|cuda`` (auto: cuda when ``torch.cuda.is_available()``). On CUDA, layers
 and inputs are on the GPU, timed regions are bracketed by ``torch.cuda.synchronize()``, the
 default shapes are (100, B, 256) for B = 1, 8, 64 (``bench.CUDA_SHAPES``), torch.nn runs on
-cuDNN, only the standard rows have a target (1.05: the same cuDNN kernel on both sides), the
-peak is torch.mm's on the GPU, and there are no streaming rows (batch-1 streaming is a CPU job).
+cuDNN, the standard rows have a target of 1.05 (the same cuDNN kernel on both sides) and the
+variants 1.5 at (100, 64, 256) (against cuDNN's standard LSTM), the peak is torch.mm's on the
+GPU, and the streaming rows are steps/s of ``rnnkit.Stream`` at batch 1 (LSTM, peephole LSTM,
+GRU) against torch.nn.LSTM called once per step (cuDNN), target 2
+(``rnnkit.bench.device_stream_rates``).
 The header names the device (the GPU's name, or the CPU model).
 
 The table is Markdown: `| benchmark | shape (T,B,H) | unit | rnnkit | reference | ratio |
@@ -47,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
                         help="where the layers run: auto (cuda if available, else cpu), cpu or cuda")
     parser.add_argument("--stream-steps", type=int, default=None, metavar="N",
-                        help="characters per streaming round (default 2000, --quick 300; 0: no streaming rows; "
-                             "CPU only)")
+                        help="characters (steps on CUDA) per streaming round (default 2000, --quick 300; "
+                             "0: no streaming rows)")
 
 
 def _check_args(args) -> None:
@@ -139,10 +142,30 @@ def run(args) -> int:
         achieved = bench.lstm_training_flops(T, B, H, H) / (ms / 1e3) / 1e9
         _print_row(["LSTM training FLOP rate", "({}, {}, {})".format(*shape), "GFLOP/s", f"{achieved:.1f}",
                     f"1024^3 matmul {peak:.1f}", f"{achieved / peak:.2f}", "", ""])
-    if args.stream_steps != 0 and device.type == "cpu":
-        for row in _streaming_rows(args):
+    if args.stream_steps != 0:
+        for row in _streaming_rows(args) if device.type == "cpu" else _device_streaming_rows(args, device):
             _print_row(row)
     return 0
+
+
+def _device_streaming_rows(args, device) -> list[list]:
+    """Streaming at batch 1 on the GPU (``rnnkit.bench.device_stream_rates``): steps/s of
+    ``rnnkit.Stream`` against torch.nn.LSTM (cuDNN) called once per step."""
+    from .. import bench
+
+    steps = args.stream_steps or (300 if args.quick else 2000)
+    rates = bench.device_stream_rates(device, steps, 1 if args.quick else 3)
+    reference = "torch.nn.LSTM per step"
+    target = bench.DEVICE_STREAM_TARGET
+    rows = []
+    for name, value in rates.items():
+        if name == reference:
+            continue
+        ratio = value / rates[reference]
+        rows.append([f"streaming step, {name} vs {reference}", "2-layer H=256, batch 1", "steps/s", f"{value:.0f}",
+                     f"{reference} {rates[reference]:.0f}", f"{ratio:.2f}", f">= {target:.2f}",
+                     "yes" if ratio >= target else "no"])
+    return rows
 
 
 def _streaming_rows(args) -> list[list]:

@@ -7,15 +7,48 @@ import torch
 from torch import Tensor
 
 from ..cells.base import LN_EPS
-from . import cpu
+import ctypes
+from functools import partial
+from typing import Callable
+
+from . import cpu, triton_steps
 from .gemm import addmm_t, mm_t, weight_grad
 
-__all__ = ["kernels_apply", "needs_graph", "absent", "contiguous", "partial_steps", "mask_coefficients",
+__all__ = ["kernels_apply", "step_kernels_apply", "step_kernels", "needs_graph", "absent", "contiguous", "partial_steps", "mask_coefficients",
            "prev_states", "sigmoid_grad", "tanh_grad", "layer_norm_backward", "Product"]
 
+def _alike(gx: Tensor, tensors) -> bool:
+    return all(t is None or (t.dtype == gx.dtype and t.device == gx.device) for t in tensors)
+
+
 def kernels_apply(gx: Tensor, *tensors: Tensor | None) -> bool:
-    """Whether the compiled kernels run this sequence: CPU, float32/64, one dtype throughout."""
-    return cpu.applies(gx) and all(t is None or (t.dtype == gx.dtype and t.device == gx.device) for t in tensors)
+    """Whether the compiled C++ kernels run this: CPU, float32/64, one dtype throughout."""
+    return cpu.applies(gx) and _alike(gx, tensors)
+
+
+def step_kernels_apply(gx: Tensor, *tensors: Tensor | None) -> bool:
+    """Whether a sequence's steps run on step kernels (``step_kernels``): the C++ ones on the CPU,
+    the Triton ones on CUDA (``triton_steps``); float32/64, one dtype and device throughout."""
+    return (cpu.applies(gx) or triton_steps.applies(gx)) and _alike(gx, tensors)
+
+
+def step_kernels(args_type, buffers: dict[str, Tensor | None], T: int, B: int, H: int
+                 ) -> Callable[[str], Callable[[int], None]]:
+    """The step kernels over one sequence's ``buffers`` (name -> tensor or None, the names of
+    ``csrc/common.h``): ``step_kernels(...)("lstm_forward")(t)`` runs step t. The compiled C++
+    kernels where they apply (``args_type``: their struct, ``cpu.LSTMArgs`` or ``cpu.GRUArgs``),
+    else the Triton ones (``step_kernels_apply`` said one of them does)."""
+    like = next(v for v in buffers.values() if v is not None)
+    if not cpu.applies(like):
+        return triton_steps.StepKernels(buffers, T, B, H)
+    lib, dtype = cpu.load(), cpu.suffix(like.dtype)
+    args = args_type(T=T, B=B, H=H, eps=LN_EPS, **{k: cpu.pointer(v) for k, v in buffers.items()})
+    ref = ctypes.byref(args)  # holds args (and buffers holds the tensors) while a step can run
+
+    def kernel(name: str) -> Callable[[int], None]:
+        return partial(getattr(lib, f"{name}_{dtype}"), ref)
+    kernel.buffers = buffers
+    return kernel
 
 
 def needs_graph(*tensors: Tensor | None) -> bool:

@@ -13,7 +13,6 @@ are torch.nn's: ``W_hh`` (3H, H), gates r, z, n.
 """
 from __future__ import annotations
 
-import ctypes
 from typing import Optional
 
 import torch
@@ -22,8 +21,8 @@ from torch.autograd.function import once_differentiable
 
 from ..cells.base import LN_EPS
 from . import cpu
-from .common import (Product, absent, contiguous, kernels_apply, mask_coefficients, needs_graph, partial_steps,
-                     prev_states, sigmoid_grad, tanh_grad)
+from .common import (Product, absent, contiguous, mask_coefficients, needs_graph, partial_steps, prev_states,
+                     sigmoid_grad, step_kernels, step_kernels_apply, tanh_grad)
 from .gemm import addmm_t, gemm_for, mm_t_into, weight_grad
 
 __all__ = ["gru_sequence", "gru_kernel_sequence"]
@@ -61,11 +60,12 @@ def gru_sequence(gx: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor | No
 def gru_kernel_sequence(gx: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor | None = None,
                         mask: Tensor | None = None, reset_after: bool = True,
                         layer_norm_hh: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """``gru_sequence`` with each step's element-wise work in the compiled CPU kernels: same
-    arguments, results and gradients. Where they do not apply (tensors off the CPU, dtypes other
-    than float32/64 or mixed, no compiler) it is ``gru_sequence``."""
+    """``gru_sequence`` with each step's element-wise work in step kernels: the compiled C++ ones
+    on the CPU, the Triton ones on CUDA (``rnnkit.kernels.triton_steps``); same arguments, results
+    and gradients. Where neither applies (dtypes other than float32/64 or mixed, no compiler on
+    the CPU, no Triton on CUDA, other devices) it is ``gru_sequence``."""
     bias_hh = bias_hh if reset_after else None
-    if not kernels_apply(gx, h0, weight_hh, bias_hh, layer_norm_hh):
+    if not step_kernels_apply(gx, h0, weight_hh, bias_hh, layer_norm_hh):
         return gru_sequence(gx, h0, weight_hh, bias_hh, mask, reset_after, layer_norm_hh)
     if needs_graph(gx, h0, weight_hh, bias_hh, layer_norm_hh) or torch.compiler.is_compiling():
         out, h_n = torch.ops.rnnkit.gru_sequence_forward(gx, h0, weight_hh, bias_hh, layer_norm_hh, mask,
@@ -221,8 +221,7 @@ class _GRUSequence(torch.autograd.Function):
 def _gru_kernel_forward(gx, h0, weight_hh, bias_hh, gain_hh, mask, reset_after: bool):
     """``_gru_forward`` with each step's element-wise work in kernel calls (two with
     ``reset_after=False``: around the product of W_n with r * h_tm1). Returns output, hs
-    (T, B, H) and the kernel's arguments with the tensors they point to, for backward."""
-    lib = cpu.kernels_for(gx)
+    (T, B, H) and (the step kernels, their buffers)."""
     T, B, G = gx.shape  # time, batch, 3 * hidden
     H = G // 3
     op = gemm_for(gx)
@@ -238,29 +237,28 @@ def _gru_kernel_forward(gx, h0, weight_hh, bias_hh, gain_hh, mask, reset_after: 
         rh=None if reset_after else gx.new_empty(T, B, H),  # r * h_tm1
         keep=None if mask is None else mask.contiguous(),
     )
-    args = cpu.GRUArgs(T=T, B=B, H=H, eps=LN_EPS, **{k: cpu.pointer(v) for k, v in buffers.items()})
-    ref, dtype = ctypes.byref(args), cpu.suffix(gx.dtype)
+    kernels = step_kernels(cpu.GRUArgs, buffers, T, B, H)
     zp_t, h_t = buffers["zp"].unbind(0), buffers["hs"].unbind(0)
     h_tm1 = h0
     if reset_after:
-        step = getattr(lib, "gru_forward_" + dtype)
+        step = kernels("gru_forward")
         for t in range(T):
             mm_t_into(op, h_tm1, weight_hh, out=zp_t[t])  # (B, 3H)
-            step(ref, t)
+            step(t)
             h_tm1 = h_t[t]
     else:
-        step_a, step_b = getattr(lib, "gru_forward_a_" + dtype), getattr(lib, "gru_forward_b_" + dtype)
+        step_a, step_b = kernels("gru_forward_a"), kernels("gru_forward_b")
         w_rz, w_n = weight_hh[: 2 * H], weight_hh[2 * H :]
         zn_t, rh_t = buffers["zn"].unbind(0), buffers["rh"].unbind(0)
         for t in range(T):
             mm_t_into(op, h_tm1, w_rz, out=zp_t[t])  # (B, 2H)
-            step_a(ref, t)  # r, z, r * h_tm1
+            step_a(t)  # r, z, r * h_tm1
             mm_t_into(op, rh_t[t], w_n, out=zn_t[t])  # (B, H)
-            step_b(ref, t)  # n, h
+            step_b(t)  # n, h
             h_tm1 = h_t[t]
     hs = buffers["hs"]
     out = hs if mask is None else hs * mask.unsqueeze(-1).to(hs.dtype)
-    return out, hs, (args, buffers)
+    return out, hs, (kernels, buffers)
 
 
 # -- the compiled kernels as torch operators ----------------------------------------------------
@@ -270,7 +268,7 @@ def _gru_kernel_forward(gx, h0, weight_hh, bias_hh, gain_hh, mask, reset_after: 
 _GRU_SAVED = ("acts", "zp", "zn", "rstd", "ghn", "rh")  # what backward reads besides h0 and hs
 
 
-@torch.library.custom_op("rnnkit::gru_sequence_forward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("rnnkit::gru_sequence_forward", mutates_args=(), device_types=("cpu", "cuda"))
 def _gru_sequence_forward(
     gx: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Optional[Tensor], gain_hh: Optional[Tensor],
     mask: Optional[Tensor], reset_after: bool,
@@ -328,7 +326,7 @@ def _gru_autograd_backward(ctx, d_out, d_hn, *_):
 _gru_sequence_forward.register_autograd(_gru_autograd_backward, setup_context=_gru_setup_context)
 
 
-@torch.library.custom_op("rnnkit::gru_sequence_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("rnnkit::gru_sequence_backward", mutates_args=(), device_types=("cpu", "cuda"))
 def _gru_sequence_backward(
     d_out: Tensor, d_hn: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Optional[Tensor], gain_hh: Optional[Tensor],
     mask: Optional[Tensor], hs: Tensor, acts: Tensor, zp: Tensor, zn: Tensor, rstd: Tensor, ghn: Tensor, rh: Tensor,
@@ -340,7 +338,7 @@ def _gru_sequence_backward(
     T, B, H = hs.shape  # time, batch, hidden
     G = 3 * H
     need = _gru_wanted(need, bias_hh, gain_hh, reset_after)
-    lib, op, dtype = cpu.load(), gemm_for(hs), cpu.suffix(hs.dtype)
+    op = gemm_for(hs)
     norm = gain_hh is not None
     buffers = dict(  # the forward's buffers, as _gru_kernel_forward named them (gx: not read)
         gx=None, h0=h0.contiguous(), hs=hs.contiguous(), acts=acts.contiguous(), zp=zp.contiguous(),
@@ -357,18 +355,17 @@ def _gru_sequence_backward(
         dZn=None if reset_after else hs.new_empty(T, B, H),  # of W_n (r * h_tm1)
         drh=None if reset_after else hs.new_empty(B, H),  # of r * h_tm1
     )
-    args = cpu.GRUArgs(T=T, B=B, H=H, eps=LN_EPS, **{k: cpu.pointer(v) for k, v in {**buffers, **grads}.items()})
-    ref, dh, carry = ctypes.byref(args), grads["dh"], grads["carry"]
+    kernels, dh, carry = step_kernels(cpu.GRUArgs, {**buffers, **grads}, T, B, H), grads["dh"], grads["carry"]
     h_prev = prev_states(buffers["h0"], buffers["hs"])  # (T, B, H)
     dG = grads["dG"]
     d_w, d_b, d_gain = (absent(hs) for _ in range(3))  # each its own
     if reset_after:
-        step = getattr(lib, "gru_backward_" + dtype)
+        step = kernels("gru_backward")
         dGh = grads["dGh"]
         dZ = grads["dZ"] if norm else dGh
         dZ_t, w_t = dZ.unbind(0), weight_hh.t().contiguous()  # w_t: (H, 3H)
         for t in range(T - 1, -1, -1):
-            step(ref, t)  # dG_t, dGh_t, dZ_t, carry = d_out[t-1] + dh * z
+            step(t)  # dG_t, dGh_t, dZ_t, carry = d_out[t-1] + dh * z
             addmm_t(op, carry, dZ_t[t], w_t, out=dh)  # dh_tm1 = carry + dZ_t @ W_hh
         if need[0]:  # contiguous: oneDNN's product is a transposed view, the fake one is not
             d_w = weight_grad(op, dZ.view(-1, G), h_prev.view(-1, H)).contiguous()
@@ -377,14 +374,14 @@ def _gru_sequence_backward(
         if need[2]:
             d_gain = (dGh * buffers["zp"]).sum((0, 1))  # zp holds the normalised products
     else:
-        step_b, step_c = getattr(lib, "gru_backward_b_" + dtype), getattr(lib, "gru_backward_c_" + dtype)
+        step_b, step_c = kernels("gru_backward_b"), kernels("gru_backward_c")
         dZ, dZn, drh = grads["dZ"], grads["dZn"], grads["drh"]
         dZ_t, dZn_t = dZ.unbind(0), dZn.unbind(0)
         w_rz_t, w_n_t = weight_hh[: 2 * H].t().contiguous(), weight_hh[2 * H :].t().contiguous()  # (H, 2H), (H, H)
         for t in range(T - 1, -1, -1):
-            step_b(ref, t)  # dG_z, dG_n, dZn_t
+            step_b(t)  # dG_z, dG_n, dZn_t
             mm_t_into(op, dZn_t[t], w_n_t, out=drh)  # d(r * h_tm1) = dZn_t @ W_n
-            step_c(ref, t)  # dG_r, dZ_t, carry = d_out[t-1] + dh * z + drh * r
+            step_c(t)  # dG_r, dZ_t, carry = d_out[t-1] + dh * z + drh * r
             addmm_t(op, carry, dZ_t[t], w_rz_t, out=dh)  # dh_tm1 = carry + dZ_t @ W_rz
         if need[0]:
             d_w = torch.cat([weight_grad(op, dZ.view(-1, 2 * H), h_prev.view(-1, H)),

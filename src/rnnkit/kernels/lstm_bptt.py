@@ -35,7 +35,6 @@ Weight layout and gate order are torch.nn's: ``W_hh`` (4H, H), gates i, f, g, o;
 """
 from __future__ import annotations
 
-import ctypes
 from typing import Optional
 
 import torch
@@ -44,8 +43,8 @@ from torch.autograd.function import once_differentiable
 
 from ..cells.base import LN_EPS
 from . import cpu
-from .common import (Product, absent, contiguous, kernels_apply, layer_norm_backward, mask_coefficients, needs_graph,
-                     partial_steps, prev_states, sigmoid_grad, tanh_grad)
+from .common import (Product, absent, contiguous, layer_norm_backward, mask_coefficients, needs_graph, partial_steps,
+                     prev_states, sigmoid_grad, step_kernels, step_kernels_apply, tanh_grad)
 from .gemm import addmm_t, gemm_for, mm_t_into, weight_grad
 
 __all__ = ["lstm_sequence", "lstm_kernel_sequence"]
@@ -85,11 +84,12 @@ def lstm_kernel_sequence(gx: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, 
                          mask: Tensor | None = None, layer_norm_hh: Tensor | None = None,
                          layer_norm_c_weight: Tensor | None = None, layer_norm_c_bias: Tensor | None = None,
                          ) -> tuple[Tensor, Tensor, Tensor]:
-    """``lstm_sequence`` with each step's element-wise work in the compiled CPU kernels: same
-    arguments, results and gradients. Where they do not apply (tensors off the CPU, dtypes other
-    than float32/64 or mixed, no compiler) it is ``lstm_sequence``."""
+    """``lstm_sequence`` with each step's element-wise work in one call of a step kernel: the
+    compiled C++ kernels on the CPU, the Triton ones on CUDA (``rnnkit.kernels.triton_steps``);
+    same arguments, results and gradients. Where neither applies (dtypes other than float32/64
+    or mixed, no compiler on the CPU, no Triton on CUDA, other devices) it is ``lstm_sequence``."""
     args = (gx, h0, c0, weight_hh, peephole, layer_norm_hh, layer_norm_c_weight, layer_norm_c_bias)
-    if not kernels_apply(*args):
+    if not step_kernels_apply(*args):
         return lstm_sequence(*args[:5], mask, *args[5:])
     if needs_graph(*args) or torch.compiler.is_compiling():  # the operator: autograd, torch.compile
         out, h_n, c_n = torch.ops.rnnkit.lstm_sequence_forward(*args, mask)[:3]
@@ -257,9 +257,7 @@ class _LSTMSequence(torch.autograd.Function):
 
 def _lstm_kernel_forward(gx, h0, c0, weight_hh, peephole, gain_hh, ln_c_weight, ln_c_bias, mask):
     """``_lstm_forward`` with each step's element-wise work in one kernel call. Returns output,
-    hs (T, B, H), cs (T + 1, B, H), and the kernel's arguments (with the tensors they point
-    to, kept alive) for backward."""
-    lib = cpu.kernels_for(gx)
+    hs (T, B, H), cs (T + 1, B, H), and (the step kernels, their buffers)."""
     T, B, G = gx.shape  # time, batch, 4 * hidden
     H = G // 4
     op = gemm_for(gx)
@@ -276,9 +274,8 @@ def _lstm_kernel_forward(gx, h0, c0, weight_hh, peephole, gain_hh, ln_c_weight, 
         keep=None if mask is None else mask.contiguous(),  # bool: one byte, 0 or 1
     )
     buffers["cs"][0] = c0
-    args = cpu.LSTMArgs(T=T, B=B, H=H, eps=LN_EPS, **{k: cpu.pointer(v) for k, v in buffers.items()})
-    step = getattr(lib, "lstm_forward_" + cpu.suffix(gx.dtype))
-    ref = ctypes.byref(args)
+    kernels = step_kernels(cpu.LSTMArgs, buffers, T, B, H)
+    step = kernels("lstm_forward")
     gx_t, act_t, h_t = gx.unbind(0), buffers["acts"].unbind(0), buffers["hs"].unbind(0)
     z_t = None if gain_hh is None else buffers["z"].unbind(0)
     h_tm1 = h0
@@ -287,11 +284,11 @@ def _lstm_kernel_forward(gx, h0, c0, weight_hh, peephole, gain_hh, ln_c_weight, 
             addmm_t(op, gx_t[t], h_tm1, weight_hh, out=act_t[t])  # (B, 4H) pre-activations
         else:
             mm_t_into(op, h_tm1, weight_hh, out=z_t[t])  # normalised, scaled and added in the kernel
-        step(ref, t)
+        step(t)
         h_tm1 = h_t[t]
     hs, cs = buffers["hs"], buffers["cs"]
     out = hs if mask is None else hs * mask.unsqueeze(-1).to(hs.dtype)
-    return out, hs, cs, (args, buffers)
+    return out, hs, cs, (kernels, buffers)
 
 
 # -- the compiled kernels as torch operators ----------------------------------------------------
@@ -301,7 +298,7 @@ def _lstm_kernel_forward(gx, h0, c0, weight_hh, peephole, gain_hh, ln_c_weight, 
 # and each call rebuilds the kernels' struct of pointers from the tensors it gets.
 
 
-@torch.library.custom_op("rnnkit::lstm_sequence_forward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("rnnkit::lstm_sequence_forward", mutates_args=(), device_types=("cpu", "cuda"))
 def _lstm_sequence_forward(
     gx: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, peephole: Optional[Tensor], gain_hh: Optional[Tensor],
     ln_c_weight: Optional[Tensor], ln_c_bias: Optional[Tensor], mask: Optional[Tensor],
@@ -363,7 +360,7 @@ def _lstm_autograd_backward(ctx, d_out, d_hn, d_cn, *_):
 _lstm_sequence_forward.register_autograd(_lstm_autograd_backward, setup_context=_lstm_setup_context)
 
 
-@torch.library.custom_op("rnnkit::lstm_sequence_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("rnnkit::lstm_sequence_backward", mutates_args=(), device_types=("cpu", "cuda"))
 def _lstm_sequence_backward(
     d_out: Tensor, d_hn: Tensor, d_cn: Tensor, h0: Tensor, weight_hh: Tensor, peephole: Optional[Tensor],
     gain_hh: Optional[Tensor], ln_c_weight: Optional[Tensor], ln_c_bias: Optional[Tensor], mask: Optional[Tensor],
@@ -375,7 +372,7 @@ def _lstm_sequence_backward(
     T, B, H = hs.shape  # time, batch, hidden
     G = 4 * H
     need = _lstm_wanted(need, peephole, gain_hh, ln_c_weight, ln_c_bias)
-    lib, op = cpu.load(), gemm_for(hs)
+    op = gemm_for(hs)
     norm_hh, norm_c = gain_hh is not None, ln_c_weight is not None
     buffers = dict(  # the forward's buffers, as _lstm_kernel_forward named them (gx: not read)
         gx=None, h0=h0.contiguous(), acts=acts.contiguous(), hs=hs.contiguous(), cs=cs.contiguous(),
@@ -391,14 +388,12 @@ def _lstm_sequence_backward(
         dZ=hs.new_empty(T, B, G) if norm_hh else None,  # gradient of W_hh h_tm1
         d_cout=hs.new_empty(T, B, H) if norm_c else None,  # of LN(c)
     )
-    args = cpu.LSTMArgs(T=T, B=B, H=H, eps=LN_EPS, **{k: cpu.pointer(v) for k, v in {**buffers, **grads}.items()})
-    step = getattr(lib, "lstm_backward_" + cpu.suffix(hs.dtype))
-    ref = ctypes.byref(args)
+    step = step_kernels(cpu.LSTMArgs, {**buffers, **grads}, T, B, H)("lstm_backward")
     dZ = grads["dZ"] if norm_hh else grads["dG"]
     dZ_t, dh, carry = dZ.unbind(0), grads["dh"], grads["carry"]
     w_t = weight_hh.t().contiguous()  # (H, 4H)
     for t in range(T - 1, -1, -1):
-        step(ref, t)  # dG_t, dZ_t, dc -> dc_tm1, carry = d_out[t-1] (+ dh where ended)
+        step(t)  # dG_t, dZ_t, dc -> dc_tm1, carry = d_out[t-1] (+ dh where ended)
         addmm_t(op, carry, dZ_t[t], w_t, out=dh)  # dh_tm1 = carry + dZ_t @ W_hh
 
     cs, dG = buffers["cs"], grads["dG"]

@@ -1,14 +1,18 @@
 """The "sequence" backends: one direction of a layer over time, derived from the reference step.
 
 Each runs the cell's own projection (``lstm_project`` with oneDNN's products and the compiled
-per-gate layer norm passed in) and then a whole-sequence BPTT Function of ``rnnkit.kernels``:
+per-gate layer norm passed in, where they apply) and then a whole-sequence BPTT of
+``rnnkit.kernels``: each step one product (oneDNN on the CPU, cuBLAS on CUDA) and one call of a
+step kernel (``bptt-kernels``: the compiled C++; ``cuda-fused``: Triton), or torch operations:
 
 ========  ============  =====================================================================
 cell      name          declares
 ========  ============  =====================================================================
 lstm      bptt-kernels  bias, peephole, layer_norm any; proj_size 0. CPU, float32/64, compiler
+lstm      cuda-fused    the same with the Triton step kernels: CUDA, float32/64, Triton
 lstm      bptt          the same on torch operations: any device and dtype
 gru       bptt-kernels  bias, reset_after, layer_norm any. CPU, float32/64, compiler
+gru       cuda-fused    the same with the Triton step kernels: CUDA, float32/64, Triton
 gru       bptt          the same on torch operations
 ========  ============  =====================================================================
 
@@ -22,7 +26,7 @@ from torch import Tensor
 
 from ..cells.gru import GRUConfig, GRUWeights, gru_project
 from ..cells.lstm import LSTMConfig, LSTMWeights, lstm_project
-from ..kernels import cpu
+from ..kernels import cpu, triton_steps
 from ..kernels.gate_norm import gate_norm
 from ..kernels.gemm import linear
 from ..kernels.gru_bptt import gru_kernel_sequence, gru_sequence
@@ -37,6 +41,11 @@ GRU_FLAGS = {"bias": ANY, "reset_after": (False, True), "layer_norm": (False, Tr
 
 def _kernels_available(like: Tensor | None) -> bool:
     return not_autocast(like) and (like is None or cpu.kernels_for(like) is not None)
+
+
+def _triton_available(like: Tensor | None) -> bool:
+    """CUDA tensors (or CPU ones under Triton's interpreter, for tests), float32/64, Triton."""
+    return like is not None and not_autocast(like) and triton_steps.applies(like)
 
 
 def _lstm_runner(sequence):
@@ -58,9 +67,13 @@ def _gru_runner(sequence):
 
 register(Backend("bptt-kernels", "sequence", "lstm", LSTM_FLAGS, _lstm_runner(lstm_kernel_sequence),
                  _kernels_available, "rnnkit.kernels.lstm_bptt on the compiled CPU kernels"))
+register(Backend("cuda-fused", "sequence", "lstm", LSTM_FLAGS, _lstm_runner(lstm_kernel_sequence),
+                 _triton_available, "rnnkit.kernels.lstm_bptt on cuBLAS and the Triton step kernels"))
 register(Backend("bptt", "sequence", "lstm", LSTM_FLAGS, _lstm_runner(lstm_sequence), not_autocast,
                  "rnnkit.kernels.lstm_bptt on torch operations"))
 register(Backend("bptt-kernels", "sequence", "gru", GRU_FLAGS, _gru_runner(gru_kernel_sequence),
                  _kernels_available, "rnnkit.kernels.gru_bptt on the compiled CPU kernels"))
+register(Backend("cuda-fused", "sequence", "gru", GRU_FLAGS, _gru_runner(gru_kernel_sequence),
+                 _triton_available, "rnnkit.kernels.gru_bptt on cuBLAS and the Triton step kernels"))
 register(Backend("bptt", "sequence", "gru", GRU_FLAGS, _gru_runner(gru_sequence), not_autocast,
                  "rnnkit.kernels.gru_bptt on torch operations"))

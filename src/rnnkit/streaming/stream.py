@@ -17,6 +17,12 @@ is set up at every call); ``Stream`` pays it once, at construction:
 
 Memory does not grow with the number of steps: the state is the buffer.
 
+On CUDA, a stack whose every layer has a fast step (nothing allocated while stepping, buffers
+fixed) is captured once as a CUDA graph after its first step, and each later step is one graph
+replay instead of a few kernel launches per layer (at batch 1 the launches are the cost). Layers
+on the reference step (layer norm, cells of ``rnnkit.Recurrent``) run eagerly. ``cuda_graph=False``
+turns the capture off.
+
 ``Stream`` reads the weights when it is built: after training changes them, build a new one.
 Only unidirectional stacks stream (a backward direction needs the future); dropout between
 layers is an effect of training and is not applied.
@@ -24,6 +30,7 @@ layers is an effect of training and is not applied.
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +43,8 @@ from ..layers.boundary import check_state, split_states, stack_states
 from .steps import ReferenceStep
 
 __all__ = ["Stream"]
+
+log = logging.getLogger(__name__)
 
 _FROM_TORCH = {nn.LSTM: LSTM, nn.GRU: GRU, nn.RNN: RNN}
 
@@ -51,6 +60,8 @@ class Stream:
         batch_size: B, the number of independent streams stepped together. Default 1.
         state: the state to start from, in the layer's format (``h`` or ``(h, c)``, each
             (num_layers, B, H_part)); the layer's ``initial_state`` (zeros) when None.
+        cuda_graph: on CUDA, replay the steps as one captured CUDA graph where every layer has
+            a fast step (default True); no effect on other devices.
 
     ``step(x_t)`` takes x_t (B, I) and returns the last layer's output h_t (B, H_out), a new
     tensor. ``state`` is the current state in the layer's format, ``reset(state=None)``
@@ -74,8 +85,10 @@ class Stream:
         True
     """
 
-    def __init__(self, layer: nn.Module, batch_size: int = 1, state=None) -> None:
+    def __init__(self, layer: nn.Module, batch_size: int = 1, state=None, cuda_graph: bool = True) -> None:
         check_size("Stream", "batch_size", batch_size)
+        if not isinstance(cuda_graph, bool):
+            raise TypeError(f"Stream: cuda_graph must be a bool, got {type(cuda_graph).__name__}")
         if not isinstance(layer, (nn.RNNBase, Recurrent)):
             raise TypeError("Stream: layer must be an rnnkit.RNN/LSTM/GRU, a torch.nn RNN/LSTM/GRU or an "
                             f"rnnkit.Recurrent, got {type(layer).__name__}")
@@ -107,6 +120,9 @@ class Stream:
                 offset, in_width = offset + in_width, width
             self._out = self._buf[:, offset : offset + in_width]  # (B, H_out): the last layer's h
         self.output_size = widths[-1]
+        # None: not yet captured (the first advance runs eagerly, then captures); False: never
+        self._graph = None if cuda_graph and self.device.type == "cuda" and all(
+            not isinstance(step, ReferenceStep) for step in self._steps) else False
         self.reset(state)
 
     # -- state -----------------------------------------------------------------------------
@@ -158,8 +174,28 @@ class Stream:
     def advance(self) -> None:
         """One step from whatever ``input`` holds; the result is in ``output``. Call it under
         ``torch.inference_mode()`` (``step`` does): the buffer holds inference tensors."""
+        if self._graph:
+            self._graph.replay()
+            return
         for step in self._steps:
             step.step()
+        if self._graph is None:  # after a first eager step (warm: cuBLAS set up), capture the next
+            self._graph = self._capture()
+
+    def _capture(self):
+        """The layers' steps as one CUDA graph over the fixed buffers (recorded, not run); False
+        (eager steps from now on, one warning) where the capture fails."""
+        graph = torch.cuda.CUDAGraph()
+        try:
+            torch.cuda.synchronize(self.device)
+            with torch.cuda.graph(graph):
+                for step in self._steps:
+                    step.step()
+        except RuntimeError as error:
+            log.warning("rnnkit.Stream: capturing the steps as a CUDA graph failed (%s); stepping eagerly",
+                        str(error).splitlines()[0] if str(error) else type(error).__name__)
+            return False
+        return graph
 
     def __repr__(self) -> str:
         kinds = ", ".join(type(s).__name__.strip("_") for s in self._steps)
