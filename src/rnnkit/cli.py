@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -137,7 +138,7 @@ def _train(argv: list[str]) -> int:
     summary = train(task_cls.name, options, train_cfg, out, resume=resume, progress=progress)
     if summary:
         shown = {k: v for k, v in summary.items() if k.startswith(("test_", "best_val_"))}
-        print(f"{task_cls.name}: {json.dumps(shown)}  ({summary['stopped']}; run directory {out})")
+        print(f"{task_cls.name}: {_json_line(shown, 'train', nonfinite='null')}  ({summary['stopped']}; run directory {out})")
     return 0
 
 
@@ -145,7 +146,8 @@ def _evaluate(args) -> int:
     from .runs import evaluate
 
     metrics = evaluate(args.run_dir, args.data, args.device)
-    print(json.dumps(metrics) if args.json else "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
+    line = _json_line(metrics, "evaluate")  # (a NaN metric is an error, in both forms)
+    print(line if args.json else "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
     return 0
 
 
@@ -159,9 +161,47 @@ def _predict(argv: list[str]) -> int:
                         help="what to predict on, in the task's format (an image, a sentence, numbers, ...)")
     options = vars(parser.parse_intermixed_args(argv))  # `predict RUN --horizon 3 5 6`: 5 and 6 are inputs
     run_dir, inputs, device = options.pop("run_dir"), options.pop("inputs"), options.pop("device", None)
-    for row in load(run_dir, device).predict(inputs, **options):
-        print(json.dumps(row))
+    rows = [_json_line(row, "predict") for row in load(run_dir, device).predict(inputs, **options)]
+    for row in rows:  # all or nothing: a NaN in any row is an error before anything is printed
+        print(row)
     return 0
+
+
+def _json_line(obj, command: str, nonfinite: str = "error") -> str:
+    """``obj`` as one line of strict JSON (no NaN / Infinity, which JSON has not).
+
+    A non-finite number is a one-line ValueError naming where it is (``nonfinite="error"``), or
+    null, with a warning on stderr (``"null"``: for a summary that is already saved).
+    """
+    bad = list(_nonfinite(obj, ""))
+    if bad and nonfinite == "error":
+        raise ValueError(f"{command}: the result holds a non-finite number at {', '.join(bad[:3])} "
+                         "(NaN or inf: the model's outputs are not finite)")
+    if bad:
+        print(f"rnnkit: warning: {', '.join(bad[:3])} is not finite (NaN or inf): printed as null", file=sys.stderr)
+    return json.dumps(_finite_or_none(obj), allow_nan=False)
+
+
+def _nonfinite(obj, where: str):
+    """The places (``probability``, ``[2].score``) of the non-finite floats in ``obj``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        yield where or "the value"
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _nonfinite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _nonfinite(v, f"{where}[{i}]")
+
+
+def _finite_or_none(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
 
 
 def _generate(argv: list[str]) -> int:
@@ -309,15 +349,15 @@ def _read_toml(path: str) -> dict:
 
 
 def _saved_config(out: Path, task: str) -> dict:
-    try:
-        saved = json.loads((out / "config.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        raise ValueError(f"--resume: {out}/config.json is missing or unreadable") from None
-    if saved.get("task") != task:
-        raise ValueError(f"--resume: {out} holds a run of task {saved.get('task')!r}, not {task!r}")
-    if not isinstance(saved.get("options"), dict) or not isinstance(saved.get("train"), dict):
-        raise ValueError(f"--resume: {out}/config.json is not an rnnkit run config (no options/train)")
-    return {**saved["options"], **saved["train"]}
+    """The options and training settings of the run in ``out`` (config.json, verified and checked)."""
+    from .runs import read_config
+
+    if not (out / "config.json").is_file():
+        raise ValueError(f"--resume: {out}/config.json is missing")
+    cls, options, train_cfg = read_config(out)
+    if cls.name != task:
+        raise ValueError(f"--resume: {out} holds a run of task {cls.name!r}, not {task!r}")
+    return {**dataclasses.asdict(options), **dataclasses.asdict(train_cfg)}
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ of its training (autocast keeps float32 weights).
 from __future__ import annotations
 
 import dataclasses
-import json
+import logging
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,8 +29,15 @@ from .tasks import ENTRY_POINT_GROUP, Task, get_task
 from .training import TrainConfig, evaluate_batches, fit_run
 from .training.checkpoint import CheckpointError, load_weights
 from .training.device import module_device, resolve_device
+from .training.runfiles import check_fields, read_run_json, sha256_path, warn_unverified
 
-__all__ = ["train", "load", "load_task", "task_class", "evaluate", "RunModel"]
+log = logging.getLogger(__name__)
+
+# config.json: what fit_run writes (options and train are checked against the task's dataclasses)
+CONFIG_SCHEMA = {"task": str, "options": dict, "train": dict,
+                 "data_files?": {"*": {"path": str, "sha256": str}}}
+
+__all__ = ["train", "load", "load_task", "task_class", "evaluate", "RunModel", "read_config", "CONFIG_SCHEMA"]
 
 
 def train(task_name: str, options, config: TrainConfig, out: str | Path, resume: bool = False,
@@ -87,16 +95,33 @@ def task_class(run_dir: str | Path) -> type[Task]:
     return _task_class(Path(run_dir), _read_json(Path(run_dir), "config.json"))
 
 
+def read_config(run_dir: str | Path) -> tuple[type[Task], dict, TrainConfig]:
+    """A run's config.json, verified against its manifest and checked field by field:
+    (the task class, its options as a dict, the TrainConfig). Every error is one
+    CheckpointError naming config.json and the field."""
+    run_dir = Path(run_dir)
+    config = _read_json(run_dir, "config.json")
+    cls = _task_class(run_dir, config)
+    path = run_dir / "config.json"
+    check_fields(path, config, CONFIG_SCHEMA)
+    options = _dataclass_from(path, "options", cls.Options, config["options"])
+    train_cfg = _dataclass_from(path, "train", TrainConfig, config["train"])
+    try:
+        train_cfg.validate()
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: field 'train' is not a valid TrainConfig ({e})") from None
+    return cls, options, train_cfg
+
+
 def load_task(run_dir: str | Path) -> tuple[Task, dict]:
     """The task of a run, with its options and preprocessing state restored, and the run's config."""
     run_dir = Path(run_dir)
+    cls, options, _ = read_config(run_dir)
     config = _read_json(run_dir, "config.json")
-    meta = _read_json(run_dir, "preprocess.json")
-    cls = _task_class(run_dir, config)
-    try:
-        task = cls(cls.Options(**config["options"]))
-    except (KeyError, TypeError) as e:  # JSON, but not a run's config
-        raise CheckpointError(f"{run_dir}/config.json is not an rnnkit run config ({type(e).__name__}: {e})") from None
+    meta = read_run_json(run_dir, "preprocess.json", dict)
+    if cls.meta_schema is not None:
+        check_fields(run_dir / "preprocess.json", meta, cls.meta_schema)
+    task = cls(options)
     task.meta = meta
     return task, config
 
@@ -109,12 +134,16 @@ def load(run_dir: str | Path, device: str | torch.device | None = None) -> RunMo
     machine lacks raises a one-line ValueError before anything is read.
     """
     device = resolve_device("cpu" if device is None else device, "load", "device")
+    run_dir = Path(run_dir)
     task, config = load_task(run_dir)
-    model = task.build_model()
+    weights = load_weights(run_dir / "model.safetensors", run_dir=run_dir)  # verified, finite, on the CPU
+    _check_size(run_dir, task, weights)  # before anything of the config's size is allocated
+    model = _build(run_dir, task)
     try:
-        model.load_state_dict(load_weights(Path(run_dir) / "model.safetensors"))  # (read onto the CPU)
+        model.load_state_dict(weights)
     except RuntimeError as e:
         raise CheckpointError(f"{run_dir}/model.safetensors does not fit the model: {str(e).splitlines()[0]}") from None
+    warn_unverified(run_dir)  # a run from before manifests: read, but not verified
     return RunModel(model.to(device), task, config).eval()
 
 
@@ -122,11 +151,14 @@ def evaluate(run_dir: str | Path, data: str | None = None, device: str | torch.d
     """Metrics of a trained run on its test split (re-made from its seed) or on a data file,
     computed in float32 on ``device`` (as for :func:`load`: None is the CPU).
 
-    Keys are ``test_<metric>`` for the test split, ``data_<metric>`` for a file.
+    Keys are ``test_<metric>`` for the test split, ``data_<metric>`` for a file. Without
+    ``data``, the data files the run trained on (config.json's ``data_files``) must be
+    unchanged: one whose sha256 differs is a ValueError (pass ``data`` to evaluate on it).
     """
     run = load(run_dir, device)
     task, train_cfg = run.task, TrainConfig(**run.config["train"])
     if data is None:
+        _check_data_files(run.task, run.config.get("data_files", {}))
         meta = dict(task.meta)
         dataset = task.prepare(train_cfg.seed)["test"]
         task.meta = meta  # keep the preprocessing the model was trained with
@@ -139,12 +171,95 @@ def evaluate(run_dir: str | Path, data: str | None = None, device: str | torch.d
 def _read_json(run_dir: Path, name: str) -> Any:
     if not run_dir.is_dir():
         raise ValueError(f"run directory {run_dir} does not exist")
+    return read_run_json(run_dir, name)
+
+
+def _dataclass_from(path: Path, field: str, cls: type, values: dict):
+    """An instance of the dataclass ``cls`` from config.json's ``field``: known keys, typed as
+    the fields are (int, float, bool, str); a missing key takes the field's default."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise CheckpointError(f"{path}: field '{field}.{unknown[0]}' is not an option of {cls.__name__}")
+    for name, value in values.items():
+        kind = _field_kind(fields[name])
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise CheckpointError(f"{path}: field '{field}.{name}' must be {kind.__name__}, "
+                                  f"got {type(value).__name__} {str(value)[:40]!r}")
     try:
-        return json.loads((run_dir / name).read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{run_dir} is not a run directory ({name} is missing)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{run_dir}: {name} is corrupt ({e})") from None
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: field '{field}' is not valid ({str(e).splitlines()[0] if str(e) else e!r})") from None
+
+
+def _field_kind(f) -> type:
+    name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "object")
+    return {"int": int, "float": float, "bool": bool, "str": str}.get(name.split("|")[0].strip(), object)
+
+
+def _build(run_dir: Path, task: Task) -> nn.Module:
+    """The task's model from config.json and preprocess.json; what they hold that cannot build
+    it is a CheckpointError naming them."""
+    try:
+        return task.build_model()
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RuntimeError) as e:
+        # (RuntimeError: torch refusing a size, e.g. one whose byte count overflows)
+        raise CheckpointError(f"{run_dir}/config.json and preprocess.json do not build a {task.name} model "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def _memory_bytes() -> int:
+    """The machine's physical memory (or 2**62 where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def _check_size(run_dir: Path, task: Task, weights: dict[str, torch.Tensor]) -> None:
+    """Refuse a config.json whose model would not fit in memory or does not have the tensors of
+    model.safetensors, from a model built on the meta device (sizes only, nothing allocated)."""
+    try:
+        with torch.device("meta"):
+            skeleton = _build(run_dir, task)
+    except NotImplementedError as e:  # a model with an operation that the meta device lacks
+        log.debug("%s: no size check (the model cannot be built on the meta device: %s)", run_dir, e)
+        return
+    shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    need = sum(v.numel() * v.element_size() for v in skeleton.state_dict().values())
+    if need > _memory_bytes():
+        sizes = {k: v for k, v in dataclasses.asdict(task.options).items()
+                 if isinstance(v, int) and not isinstance(v, bool)}
+        biggest = max(sizes, key=sizes.get) if sizes else "its sizes"
+        raise CheckpointError(f"{run_dir}/config.json: the model it describes needs {need / 2**30:,.1f} GiB, more than "
+                              f"this machine's memory ({_memory_bytes() / 2**30:,.1f} GiB); check "
+                              f"options.{biggest} = {sizes.get(biggest)}")
+    for name, shape in shapes.items():
+        if name in weights and tuple(weights[name].shape) != shape:
+            raise CheckpointError(f"{run_dir}/model.safetensors does not fit the model of config.json and "
+                                  f"preprocess.json: tensor {name!r} is {tuple(weights[name].shape)} in the file, "
+                                  f"{shape} in the model")
+    missing, unexpected = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(f"{run_dir}/model.safetensors does not fit the model of config.json and "
+                              f"preprocess.json: tensors {what}")
+
+
+def _check_data_files(task: Task, recorded: dict) -> None:
+    """The data files a run trained on, as its options name them now, must have their recorded sha256."""
+    for field, entry in recorded.items():
+        path = getattr(task.options, field, entry["path"])
+        if not Path(path).exists():
+            raise ValueError(f"evaluate: data file {path} (options.{field}) that the run trained on is missing; "
+                             "pass --data to evaluate on another file")
+        now = sha256_path(path)
+        if now != entry["sha256"]:
+            raise ValueError(f"evaluate: data file {path} changed since training (sha256 {entry['sha256'][:12]}... "
+                             f"then, {now[:12]}... now); pass --data to evaluate on it")
 
 
 def _task_class(run_dir: Path, config: Any) -> type[Task]:
@@ -155,7 +270,7 @@ def _task_class(run_dir: Path, config: Any) -> type[Task]:
         return get_task(config["task"])
     except ValueError:
         raise CheckpointError(
-            f"{run_dir} is a run of task {config['task']!r}, which is not registered (a task defined outside rnnkit "
+            f"{run_dir}/config.json: a run of task {config['task']!r}, which is not registered (a task defined outside rnnkit "
             f"must be registered first: rnnkit.tasks.register, or an entry point in the group {ENTRY_POINT_GROUP})"
         ) from None
 

@@ -260,7 +260,10 @@ class Vocab:
             if not isinstance(state.get(key), list):
                 raise ValueError(f"Vocab.from_dict: state[{key!r}] must be a list, "
                                  f"got {type(state.get(key)).__name__}")
-        return cls(tokens=tuple(state["tokens"]), specials=tuple(state["specials"]))
+        try:
+            return cls(tokens=tuple(state["tokens"]), specials=tuple(state["specials"]))
+        except (TypeError, ValueError) as e:  # "Vocab: tokens[3] = 'a' appears more than once"
+            raise type(e)(f"Vocab.from_dict: {str(e).removeprefix('Vocab: ')}") from None
 
     def to_json(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_dict` as UTF-8 JSON; an existing file is replaced atomically."""

@@ -32,12 +32,14 @@ from typing import Any, ClassVar, Iterator
 
 from torch import nn
 
+from ..data import Vocab
 from ..export import ExportSpec
 from ..training import StepOutput
+from ..training.runfiles import CheckpointError
 from .loaders import IndexLoader, StreamLoader, TensorData
 
 __all__ = ["Task", "NoOptions", "IndexLoader", "StreamLoader", "TensorData", "register", "get_task", "all_tasks",
-           "TASKS", "ENTRY_POINT_GROUP"]
+           "TASKS", "ENTRY_POINT_GROUP", "vocab_field"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,9 @@ class Task:
             generate text.
         export: the task's ONNX export, ``rnnkit.export.ExportSpec(graph class or {part: graph
             class}, lengths=default)`` (``rnnkit export RUN``), or None: not exportable.
+        meta_schema: what ``meta`` must hold, checked when a run's preprocess.json is read
+            back (``rnnkit.training.runfiles.check_fields``: ``{"labels": non_empty(str)}``);
+            None: not checked (a wrong file then fails wherever the task reads it).
     """
 
     name: ClassVar[str] = ""
@@ -84,6 +89,7 @@ class Task:
     PredictOptions: ClassVar[type] = NoOptions
     GenerateOptions: ClassVar[type | None] = None
     export: ClassVar[ExportSpec | None] = None
+    meta_schema: ClassVar[Any] = None
 
     def __init__(self, options) -> None:
         self.options = options
@@ -140,6 +146,21 @@ class Task:
         device (as for ``predict``).
         """
         raise ValueError(f"task {self.name} does not generate text; use `rnnkit predict`")
+
+
+def vocab_field(min_specials: int = 2):
+    """A ``meta_schema`` spec: a ``Vocab.to_dict()`` with at least ``min_specials`` specials
+    (4 where bos and eos are used)."""
+    def check(value, where) -> None:
+        try:
+            vocab = Vocab.from_dict(value)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{where[0]}: field {where[1]!r} is not a vocabulary ({e})") from None
+        if len(vocab.specials) < min_specials:
+            raise CheckpointError(f"{where[0]}: field {where[1]!r} must have at least {min_specials} specials, "
+                                  f"got {list(vocab.specials)!r:.60}")
+    check.describe = "a vocabulary"
+    return check
 
 
 def register(cls: type[Task]) -> type[Task]:

@@ -22,7 +22,7 @@ from ..data import StreamBatcher, Vocab
 from ..export import ExportSpec, LanguageModelGraph
 from ..models.language_model import LanguageModel, LanguageModelConfig, sample
 from ..training import StepOutput
-from .base import StreamLoader, Task, TensorData, register
+from .base import StreamLoader, Task, TensorData, register, vocab_field
 
 __all__ = ["CharLMTask", "CharLMOptions", "CharLMGenerateOptions"]
 
@@ -76,6 +76,7 @@ class CharLMTask(Task):
     metric, mode = "loss", "min"
     Options = CharLMOptions
     export = ExportSpec(LanguageModelGraph, lengths=False)  # the state in and out: generate step by step
+    meta_schema = {"vocab": vocab_field()}
     GenerateOptions = CharLMGenerateOptions
     train_defaults = {"epochs": 2, "batch_size": 64, "lr": 2e-3, "clip_norm": 5.0, "eval_every": 500,
                       "schedule": "cosine", "log_every": 50}

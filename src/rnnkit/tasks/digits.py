@@ -16,6 +16,7 @@ from ..data import split_indices
 from ..export import ClassifierGraph, ExportSpec
 from ..models import ClassifierConfig, SequenceClassifier
 from ..training import StepOutput, module_device
+from ..training.runfiles import non_empty, positive
 from .base import NoOptions, Task, TensorData, register
 
 __all__ = ["DigitsTask", "DigitsOptions"]
@@ -42,6 +43,7 @@ class DigitsTask(Task):
     metric, mode = "accuracy", "max"
     Options = DigitsOptions
     export = ExportSpec(ClassifierGraph, lengths=False)  # images: every sequence has all its rows
+    meta_schema = {"labels": non_empty(str), "pixel_max": positive(float)}
     train_defaults = {"epochs": 30, "batch_size": 64, "lr": 3e-3}
     side = 8  # images are side x side: `side` steps of `side` pixels
 

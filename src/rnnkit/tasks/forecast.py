@@ -49,6 +49,7 @@ from ..models.baselines import (ArimaSpec, arima_forecast, fit_arima, naive_fore
 from ..models.forecaster import Forecaster, ForecasterConfig
 from ..models.recurrent import CELLS
 from ..training import StepOutput, module_device
+from ..training.runfiles import non_empty, non_negative, positive
 from .base import Task, TensorData, register
 from .forecast_live import LiveForecast
 
@@ -161,6 +162,8 @@ class ForecastTask(Task):
     metric, mode = "rmse", "min"
     Options = ForecastOptions
     export = ExportSpec(ForecasterGraph, lengths=False)  # windows of one length
+    meta_schema = {"season": positive(int), "lag": non_negative(int), "scaler": {"mean": float, "std": positive(float)},
+                   "history": non_empty(float), "dates": (None, [str]), "arima?": (None, dict)}
     PredictOptions = ForecastPredictOptions
     train_defaults = {"epochs": 200, "batch_size": 32, "lr": 3e-3, "patience": 40}
 

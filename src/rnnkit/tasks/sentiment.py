@@ -36,7 +36,8 @@ from ..data.datasets.reviews import load_fine_food, read_text_table
 from ..export import ClassifierGraph, ExportSpec
 from ..models import CELLS, ClassifierConfig, SequenceClassifier
 from ..training import StepOutput, module_device
-from .base import NoOptions, Task, TensorData, register
+from ..training.runfiles import non_empty, one_of, positive
+from .base import NoOptions, Task, TensorData, register, vocab_field
 
 __all__ = ["SentimentTask", "SentimentOptions", "TextSplits", "load_text_splits", "macro_f1",
            "confusion_counts", "cooccurrence_embeddings", "tfidf_baseline"]
@@ -188,6 +189,8 @@ class SentimentTask(Task):
     metric, mode = "f1", "max"
     Options = SentimentOptions
     export = ExportSpec(ClassifierGraph, lengths=True)  # reviews of different lengths, padded
+    meta_schema = {"labels": non_empty(str), "vocab": vocab_field(), "max_len": positive(int),
+                   "truncate": one_of("pre", "post"), "lower?": bool, "loss_weights?": (None, [float])}
     # Validation macro-F1 peaks around epoch 4-5 and validation loss rises after it
     # (docs/results-sentiment.md); 8 epochs take about 3 minutes on one core.
     train_defaults = {"epochs": 8, "batch_size": 32, "lr": 3e-3, "schedule": "cosine"}

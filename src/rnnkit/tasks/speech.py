@@ -36,6 +36,7 @@ from ..export import CTCGraph, ExportSpec
 from ..models import CELLS
 from ..models.ctc import CTCConfig, CTCModel, ctc_greedy_decode, ctc_prefix_beam_search, error_counts
 from ..training import StepOutput, module_device
+from ..training.runfiles import non_empty, one_of, positive
 from .base import NoOptions, Task, TensorData, register
 
 __all__ = ["SpeechTask", "SpeechOptions", "SpeechData", "speech_tokens", "min_ctc_steps"]
@@ -136,6 +137,7 @@ class SpeechTask(Task):
     metric, mode = "wer", "min"
     Options = SpeechOptions
     export = ExportSpec(CTCGraph, lengths=True)  # utterances of different lengths, padded
+    meta_schema = {"tokens": non_empty(str), "labels": one_of("words", "chars"), "n_mels": positive(int)}
     # Validation WER levels off after 3-5 epochs (docs/results-speech.md); 8 epochs take about
     # 5 minutes on one shared core.
     train_defaults = {"epochs": 8, "batch_size": 32, "lr": 2e-3, "schedule": "cosine", "clip_norm": 5.0}

@@ -42,7 +42,8 @@ from ..models.recurrent import CELLS
 from ..models.tagger import SequenceTagger, TaggerConfig, word_case
 from ..training import StepOutput, module_device, move_to_device
 from ..training.metrics import EntityCounts, entity_counts, precision_recall_f1
-from .base import NoOptions, Task, TensorData, register
+from ..training.runfiles import non_empty, one_of, positive
+from .base import NoOptions, Task, TensorData, register, vocab_field
 
 __all__ = ["TaggingTask", "TaggingOptions", "load_sentences"]
 
@@ -153,6 +154,8 @@ class TaggingTask(Task):
     metric, mode = "f1", "max"  # entity-level F1
     Options = TaggingOptions
     export = ExportSpec(TaggerGraph, lengths=True)  # sentences of different lengths, padded
+    meta_schema = {"tags": non_empty(str), "vocab": vocab_field(), "chars": vocab_field(), "scheme?": one_of(*SCHEMES),
+                   "lower?": bool, "max_len": positive(int), "max_word_len": positive(int)}
     # Validation F1 levels off after 7-8 epochs (docs/results-tagging.md); 10 epochs of the
     # 4,000 sentences take about a minute on one core.
     train_defaults = {"epochs": 10, "batch_size": 32, "lr": 5e-3, "schedule": "cosine"}

@@ -50,7 +50,8 @@ from ..export import DecoderStepGraph, EncoderGraph, ExportSpec
 from ..models.seq2seq import ATTENTIONS, Seq2Seq, Seq2SeqConfig, beam_search, greedy_decode
 from ..training import StepOutput, module_device
 from ..viz.plots import save_figure
-from .base import NoOptions, Task, TensorData, register
+from ..training.runfiles import positive
+from .base import NoOptions, Task, TensorData, register, vocab_field
 
 __all__ = ["TranslateTask", "TranslateOptions", "translation_tokenize", "translation_detokenize",
            "bleu_stats", "bleu_from_stats", "plot_attention", "HYPHEN"]
@@ -194,6 +195,8 @@ class TranslateTask(Task):
     metric, mode = "exact_match", "max"
     Options = TranslateOptions
     export = ExportSpec({"encoder": EncoderGraph, "decoder": DecoderStepGraph}, lengths=True)  # decoding stays outside
+    meta_schema = {"source_vocab": vocab_field(4), "target_vocab": vocab_field(4), "lower": bool,
+                   "max_decode_len": positive(int)}
     # docs/results-translate.md: validation exact match reaches 1.0 after one epoch of the 95,060
     # training numbers; 3 epochs take about 10 minutes on one shared CPU core (the guard: 14).
     train_defaults = {"epochs": 3, "batch_size": 128, "lr": 3e-3, "schedule": "cosine", "max_minutes": 14.0,

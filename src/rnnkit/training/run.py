@@ -4,7 +4,7 @@ It knows no task by name (looking tasks up, loading runs back and evaluating the
 ``rnnkit.runs``' job); it needs only the :class:`~rnnkit.training.protocol.RunTask` protocol.
 A run directory holds::
 
-    config.json          task name, task options, TrainConfig
+    config.json          task name, task options, TrainConfig, the sha256 of the data files it trained on
     preprocess.json      the task's preprocessing state (labels, vocabulary, scalers)
     model.safetensors    the best weights (by the validation metric), float32 in every precision
     metrics.jsonl        one JSON object per logged train step / evaluation
@@ -12,6 +12,9 @@ A run directory holds::
                          the device and precision used
     plots/*.png          curves of every logged quantity
     checkpoints/last/    everything --resume needs
+    manifest.json        the sha256 of config.json, preprocess.json, model.safetensors and summary.json,
+                         rewritten with each of them; readers refuse a file that does not match
+                         (``rnnkit.training.runfiles``)
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import torch
 
 from .callbacks import JsonlLogger, ProgressBar
 from .checkpoint import atomic_write_json, load_weights
+from .runfiles import RUN_FILES, read_run_bytes, read_run_json, record_existing, sha256_path
 from .device import check_precision, resolve_device
 from .distributed import local_rank, setup, teardown
 from .lock import RunLock
@@ -38,7 +42,10 @@ from .trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fit_run", "seed_everything"]
+__all__ = ["fit_run", "seed_everything", "data_snapshot", "SUMMARY_FIELDS"]
+
+# What summary.json must hold for a complete run to be reported again (``--resume`` of a finished run).
+SUMMARY_FIELDS = {"task": str, "steps": int, "epochs": int, "stopped": str}
 
 
 def fit_run(task: RunTask, config: TrainConfig, out: str | Path, resume: bool = False,
@@ -70,7 +77,11 @@ def fit_run(task: RunTask, config: TrainConfig, out: str | Path, resume: bool = 
             resume = False
         elif state == "complete":
             log.warning("%s is a complete run (summary.json written): nothing to resume", out)
-            return json.loads((out / "summary.json").read_text())
+            return read_run_json(out, "summary.json", SUMMARY_FIELDS)
+        if resume:  # a file changed since training is refused now, not after training on
+            for name in RUN_FILES:
+                if (out / name).is_file():
+                    read_run_bytes(out, name)
         return _fit_run(task, config, out, resume, progress, device)
 
 
@@ -106,16 +117,18 @@ def _fit_run(task: RunTask, config: TrainConfig, out: Path, resume: bool, progre
         callbacks = []
         if dist.is_main:
             out.mkdir(parents=True, exist_ok=True)
+            record_existing(out)  # the manifest (a run resumed from before manifests: its files as they are)
             atomic_write_json(out / "config.json", {"task": task.name, "options": dataclasses.asdict(task.options),
-                                                    "train": dataclasses.asdict(config)})
-            atomic_write_json(out / "preprocess.json", task.meta)
+                                                    "train": dataclasses.asdict(config),
+                                                    "data_files": data_snapshot(task.options)}, run_dir=out)
+            atomic_write_json(out / "preprocess.json", task.meta, run_dir=out)
             callbacks = [JsonlLogger(out / "metrics.jsonl")] + ([ProgressBar(task.metric)] if progress else [])
         trainer = Trainer(task, model, loaders["train"], loaders["val"], config, run_dir=out,
                           monitor=task.metric, mode=task.mode, callbacks=callbacks, dist=dist)
         p = trainer.fit(resume=resume)
         if not dist.is_main:
             return {}
-        model.load_state_dict(load_weights(out / "model.safetensors"))  # the best weights
+        model.load_state_dict(load_weights(out / "model.safetensors", run_dir=out))  # the best weights
         test = trainer.evaluate(loaders["test"])
         summary = {
             "task": task.name, "seed": config.seed, "steps": p.step, "epochs": p.epoch, "stopped": p.stopped,
@@ -128,7 +141,7 @@ def _fit_run(task: RunTask, config: TrainConfig, out: Path, resume: bool, progre
             **{f"val_{k}": v for k, v in trainer.last_val.items()},
             **{f"test_{k}": v for k, v in test.items()},
         }
-        atomic_write_json(out / "summary.json", summary)
+        atomic_write_json(out / "summary.json", summary, run_dir=out)
         from ..viz.plots import plot_curves
 
         plot_curves(out / "metrics.jsonl", out / "plots")
@@ -142,6 +155,21 @@ def _recorded_train_config(out: Path) -> dict | None:
         return json.loads((out / "config.json").read_text())["train"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def data_snapshot(options: Any) -> dict[str, dict[str, str]]:
+    """The data files a task's options name, with their sha256: ``{field: {"path", "sha256"}}``.
+
+    The fields are ``data`` and ``*_data`` (``test_data``) whose value is an existing file or
+    folder; a named data set ("sunspots") or "" (the default data) has no file to hash.
+    ``rnnkit evaluate RUN`` re-reads these files and refuses one whose sha256 changed.
+    """
+    files = {}
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if (f.name == "data" or f.name.endswith("_data")) and isinstance(value, str) and value and Path(value).exists():
+            files[f.name] = {"path": value, "sha256": sha256_path(value)}
+    return files
 
 
 def seed_everything(seed: int) -> None:

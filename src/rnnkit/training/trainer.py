@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, save_weights
+from .checkpoint import (TRAINER_STATE, CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint,
+                         save_weights)
 from .device import (Precision, autocast, check_device, check_precision, module_device, move_to_device,
                      resolve_device)
 from .distributed import DistInfo, all_reduce_sum
@@ -346,12 +347,13 @@ class Trainer:
                 state["callbacks"][type(cb).__name__] = cb.state_dict()
         if improved:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_weights(self.run_dir / "model.safetensors", self.raw_model.state_dict())
+            save_weights(self.run_dir / "model.safetensors", self.raw_model.state_dict(), run_dir=self.run_dir)
         save_checkpoint(self.run_dir / "checkpoints" / "last", self.raw_model, self.optimizer, state, tensors)
 
     def _restore(self):
         """Load checkpoints/last: weights, optimizer, schedule, RNG, data order, progress."""
-        state, tensors = load_checkpoint(self.run_dir / "checkpoints" / "last", self.raw_model, self.optimizer)
+        state, tensors = load_checkpoint(self.run_dir / "checkpoints" / "last", self.raw_model, self.optimizer,
+                                         schema=TRAINER_STATE)
         self.progress = _Progress(**state["progress"])
         self.progress.timing = {**_Progress().timing, **self.progress.timing}  # keys added since
         self.progress.stopped = ""
@@ -361,7 +363,11 @@ class Trainer:
         self.scheduler.load_state_dict({"lr_lambdas": [None] * len(self.scheduler.lr_lambdas), **state["scheduler"]})
         exact = isinstance(self.train_loader, ResumableLoader) and state.get("loader") is not None
         if exact:
-            self.train_loader.load_state_dict(state["loader"])
+            try:
+                self.train_loader.load_state_dict(state["loader"])
+            except (ValueError, TypeError, KeyError) as e:
+                raise CheckpointError(f"{self.run_dir / 'checkpoints' / 'last' / 'trainer.json'}: field 'loader' does "
+                                      f"not fit this run's loader ({str(e).splitlines()[0] if str(e) else e!r})") from None
         else:  # the loader cannot skip what it handed out: the interrupted epoch starts again
             log.info("resuming at step %d: the train loader is not resumable; epoch %d starts again from its "
                      "first batch", self.progress.step, self.progress.epoch + 1)
