@@ -119,6 +119,15 @@ def save_checkpoint(
     shutil.rmtree(old, ignore_errors=True)
 
 
+def finish_swap(directory: str | os.PathLike) -> None:
+    """Complete a checkpoint swap a kill interrupted after its rename: with ``directory`` there,
+    its ``.old`` predecessor is garbage (``save_checkpoint`` removes it last)."""
+    directory = Path(directory)
+    old = directory.with_name(directory.name + ".old")
+    if directory.is_dir() and old.exists():
+        shutil.rmtree(old)
+
+
 def load_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     schema: dict | None = None):
     """Restore model (and optimizer) from a checkpoint folder.

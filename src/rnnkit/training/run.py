@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from .callbacks import JsonlLogger, ProgressBar
-from .checkpoint import atomic_write_json, load_weights
-from .runfiles import RUN_FILES, read_run_bytes, read_run_json, record_existing, sha256_path
+from .checkpoint import atomic_write_json, finish_swap, load_weights
+from .runfiles import RUN_FILES, read_run_bytes, read_run_json, record_existing, settle, sha256_path
 from .device import check_precision, resolve_device
 from .distributed import local_rank, setup, teardown
 from .lock import RunLock
@@ -70,6 +70,9 @@ def fit_run(task: RunTask, config: TrainConfig, out: str | Path, resume: bool = 
     # One writer per run directory (rank 0 holds the lock; the other ranks write nothing).
     with RunLock(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
         state = _run_state(out, resume, config)  # again under the lock: another writer may have been first
+        if state in ("resumable", "complete"):  # what a kill may have left half done
+            finish_swap(out / "checkpoints" / "last")
+            settle(out)
         if state == "incomplete":  # a kill during the first checkpoint: nothing to resume from
             log.warning("%s holds only an incomplete first checkpoint (the training was killed while writing it): "
                         "starting the run over", out)
@@ -141,10 +144,10 @@ def _fit_run(task: RunTask, config: TrainConfig, out: Path, resume: bool, progre
             **{f"val_{k}": v for k, v in trainer.last_val.items()},
             **{f"test_{k}": v for k, v in test.items()},
         }
-        atomic_write_json(out / "summary.json", summary, run_dir=out)
         from ..viz.plots import plot_curves
 
-        plot_curves(out / "metrics.jsonl", out / "plots")
+        plot_curves(out / "metrics.jsonl", out / "plots")  # first: summary.json marks the run complete
+        atomic_write_json(out / "summary.json", summary, run_dir=out)
         return summary
     finally:
         teardown()

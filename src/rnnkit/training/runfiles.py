@@ -103,6 +103,25 @@ def record_existing(run_dir: str | os.PathLike) -> None:
     _write_manifest(run_dir, entries)
 
 
+def settle(run_dir: str | os.PathLike) -> None:
+    """Finish what a kill left of a manifest update: an entry still listing two digests (the kill
+    fell between ``install``'s rename and its second write) is set to the one the file has, and a
+    stray temporary manifest goes. A settled manifest is left byte for byte as it is."""
+    run_dir = Path(run_dir)
+    (run_dir / f".{MANIFEST}.tmp").unlink(missing_ok=True)
+    entries = _read_manifest(run_dir, missing_ok=True)
+    if not entries:
+        return
+    settled = dict(entries)
+    for name, digest in entries.items():
+        if isinstance(digest, list) and (run_dir / name).is_file():
+            actual = sha256_path(run_dir / name)
+            if actual in digest:
+                settled[name] = actual
+    if settled != entries:
+        _write_manifest(run_dir, settled)
+
+
 def _write_manifest(run_dir: Path, entries: dict) -> None:
     tmp = run_dir / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
