@@ -28,6 +28,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("rnnkit.commands.bench", "speed of rnnkit's layers against torch.nn, as one table"),
     "experiment": ("rnnkit.commands.experiment", "experiments over cells and lengths: rnnkit experiment memory ..."),
     "export": ("rnnkit.commands.export", "write a trained run's model as an ONNX file (dynamic batch and time)"),
+    "serve": ("rnnkit.commands.serve", "serve trained runs over HTTP (JSON API, streaming, a web page)"),
 }
 
 
