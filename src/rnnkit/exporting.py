@@ -1,4 +1,5 @@
-"""Export by task: a run directory, a loaded run, or a model and its task's name, as ONNX.
+"""Export by task: a run directory, a loaded run, or a model and its task's name, as ONNX
+(or as an AOTInductor package, ``format="pt2"``).
 
 The application layer over ``rnnkit.export``, which takes a model and an ``ExportSpec`` and
 knows no task: here a run directory is loaded (``rnnkit.runs``) and a task's own declaration
@@ -23,7 +24,7 @@ __all__ = ["export_onnx", "export_graphs", "task_export", "exportable_tasks"]
 
 
 def export_onnx(run_or_model, path: str | os.PathLike, *, task: str | None = None, lengths: bool | None = None,
-                opset: int = OPSET, verify: bool = True) -> list[OnnxExport]:
+                opset: int = OPSET, verify: bool = True, step: bool = False, format: str = "onnx") -> list[OnnxExport]:
     """Write a run's model as ONNX, with dynamic batch and time axes: one file per graph.
 
     Args:
@@ -32,13 +33,15 @@ def export_onnx(run_or_model, path: str | os.PathLike, *, task: str | None = Non
         path: the ``.onnx`` file to write. A seq2seq model is two graphs, written beside it as
             ``<stem>.encoder.onnx`` and ``<stem>.decoder.onnx``.
         task: the registered name of the model's task, for a bare module (ignored otherwise).
-        lengths, opset, verify: as ``rnnkit.export.export_model``'s (lengths None: the task's).
+        lengths, opset, verify, step, format: as ``rnnkit.export.export_model``'s (lengths None:
+            the task's; step: the recurrent stack as one step, state in and out; format "onnx"
+            or "pt2", an AOTInductor package, path then ending in .pt2).
 
     Returns:
         One ``OnnxExport(path, part, inputs, outputs, max_abs_diff)`` per file written.
     """
     model, spec = _model_and_spec(run_or_model, task)
-    return export_model(model, path, spec, lengths=lengths, opset=opset, verify=verify)
+    return export_model(model, path, spec, lengths=lengths, opset=opset, verify=verify, step=step, format=format)
 
 
 def export_graphs(run_or_model, *, task: str | None = None, lengths: bool | None = None) -> dict[str, ExportGraph]:

@@ -17,5 +17,5 @@ def agree(path, graph, batch, time, seed=0):
 
 
 def ops(path) -> Counter:
-    """How many nodes of each type the file's graph has (the top level, not inside a Loop)."""
+    """How many nodes of each type the file's graph has (the top level, not inside a Scan)."""
     return Counter(node.op_type for node in onnx.load(str(path)).graph.node)

@@ -5,7 +5,7 @@
   and onnxruntime must give the reference's outputs and final states.
 - A made-up config flag is declined by every "onnx" backend.
 - What no backend declares (layer norm, a projection; any cell under ``backends.only()``) is
-  exported as ONNX Loops over the cells' own reference steps, and matches too.
+  exported as ONNX Scans over the cells' own reference steps, and matches too.
 """
 import dataclasses
 import itertools
@@ -119,7 +119,7 @@ def test_every_onnx_backend_matches_the_reference_on_every_configuration_it_decl
             export_model(layer, path, SPEC, lengths=lengths, verify=False)
             graph = _graph(layer, lengths)
         assert all(chosen is backend for chosen in graph.model.backends)  # both layers
-        assert "Loop" not in ops(path)
+        assert "Scan" not in ops(path)
         for batch, time in SIZES:
             assert agree(path, graph, batch, time, seed=batch) <= TOLERANCE, (lengths, batch, time)
 
@@ -140,21 +140,30 @@ def test_every_onnx_backend_declines_a_made_up_flag():
     assert backends.select("onnx", MadeUp(I, H)) is None
 
 
-def test_the_reference_loop_refuses_a_made_up_flag_rather_than_drop_it():
-    """The fallback too: a flag its loop does not hand on to the step is an error, not other equations."""
+def test_the_reference_loop_hands_the_whole_config_to_the_cells_own_step():
+    """The fallback cannot drop a flag: it calls the cell kind's step with the config itself, so a
+    made-up flag reaches the step (which then decides what it means), and another kind's step runs
+    as that kind's, not as rnnkit's LSTM."""
     from rnnkit.cells import BoundCell
     from rnnkit.export.loop import reference_loop
 
     layer = rnnkit.LSTM(I, H)
-    cell = BoundCell(layer.kind, MadeUp(I, H), layer.cell(0).weights())
+    seen = []
+
+    def step(config, w, xp_t, state, gates=None):
+        seen.append(config)
+        return layer.kind.step(config, w, xp_t, state, gates)
+
+    cell = BoundCell(layer.kind._replace(step=step), MadeUp(I, H), layer.cell(0).weights())
     x, h0 = torch.randn(4, 2, I), torch.zeros(1, 2, H)
-    with pytest.raises(NotImplementedError, match="made_up"):
-        reference_loop([cell], x, None, (h0, h0))
-    custom = BoundCell(layer.kind._replace(step=lambda *a, **k: None), LSTMConfig(I, H), layer.cell(0).weights())
-    with pytest.raises(NotImplementedError, match="a step other than rnnkit's own"):
-        reference_loop([custom], x, None, (h0, h0))
-    y, _ = reference_loop([layer.cell(0)], x, None, (h0, h0))  # rnnkit's own: runs
+    y, _ = reference_loop([cell], x, None, (h0, h0))
+    assert seen and all(config == MadeUp(I, H) for config in seen)
     torch.testing.assert_close(y, layer(x)[0], rtol=1e-5, atol=1e-6)
+    doubled = BoundCell(layer.kind._replace(step=lambda c, w, xp, s, g=None: (2 * layer.kind.step(c, w, xp, s)[0],
+                                                                               layer.kind.step(c, w, xp, s)[1])),
+                        LSTMConfig(I, H), layer.cell(0).weights())
+    y2, _ = reference_loop([doubled], x, None, (h0, h0))
+    torch.testing.assert_close(y2, 2 * layer(x)[0], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("config", [
@@ -163,7 +172,7 @@ def test_the_reference_loop_refuses_a_made_up_flag_rather_than_drop_it():
     GRUConfig(I, H, layer_norm=True), GRUConfig(I, H, bias=False, reset_after=False, layer_norm=True),
 ], ids=str)
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")  # torch's, in the reference
-def test_what_no_onnx_node_declares_runs_the_cells_own_steps_as_onnx_loops(tmp_path, config):
+def test_what_no_onnx_node_declares_runs_the_cells_own_steps_as_onnx_scans(tmp_path, config):
     layer = _layer(config)
     assert backends.select("onnx", layer.cell_config(0)) is None
     for lengths in (True, False):
@@ -173,11 +182,11 @@ def test_what_no_onnx_node_declares_runs_the_cells_own_steps_as_onnx_loops(tmp_p
         graph = _graph(layer, lengths)
         assert graph.model.backends == [None, None]
         found = ops(path)
-        assert found["Loop"] == 4 and not NODES & set(found), found  # 2 layers x 2 directions
+        assert found["Scan"] == 4 and not NODES & set(found), found  # 2 layers x 2 directions
         for batch, time in SIZES + ((2, 1),):
             assert agree(path, graph, batch, time, seed=batch) <= TOLERANCE, (lengths, batch, time)
             inputs = graph.example(batch, time, seed=batch)
-            with torch.no_grad():  # the converted copy in eager mode (the loops in Python) is rnnkit too
+            with torch.no_grad():  # the converted copy in eager mode (the scans run eagerly) is rnnkit too
                 eager = [out.numpy() for out in graph(*inputs.values())]
             assert max_abs_diff(eager, graph.reference(inputs)) <= TOLERANCE
 
@@ -189,4 +198,12 @@ def test_with_no_backend_allowed_every_cell_type_exports_as_the_reference_loop(t
         [info] = export_model(layer, tmp_path / "loop.onnx", SPEC)
         assert _graph(layer, True).model.backends == [None, None]
     found = ops(info.path)
-    assert info.max_abs_diff <= TOLERANCE and found["Loop"] == 4 and not NODES & set(found), found
+    assert info.max_abs_diff <= TOLERANCE and found["Scan"] == 4 and not NODES & set(found), found
+
+
+def test_no_torchscript_is_left_in_the_package():
+    from pathlib import Path
+
+    root = Path(rnnkit.__file__).parent
+    hits = sorted(str(path.relative_to(root)) for path in root.rglob("*.py") if "torch.jit" in path.read_text())
+    assert not hits, f"torch.jit in {hits}"

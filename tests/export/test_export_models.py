@@ -24,7 +24,7 @@ def export_graph(run_or_model, **kwargs):
     return graph
 
 
-# -- variants: peephole, layer norm, Cho's GRU, as ONNX loops ---------------------------------
+# -- variants: peephole, layer norm, Cho's GRU, as ONNX Scans ---------------------------------
 
 def _classifier(cell, **layer):
     torch.manual_seed(0)
@@ -37,9 +37,9 @@ def _classifier(cell, **layer):
 
 
 @pytest.mark.parametrize("cell, layer, op", [
-    ("peephole_lstm", {}, "LSTM"), ("ln_lstm", {}, "Loop"), ("cho_gru", {}, "GRU"), ("ln_gru", {}, "Loop"),
-    ("lstm", {"peephole": True, "layer_norm": True}, "Loop"),
-    ("gru", {"reset_after": False, "layer_norm": True}, "Loop"),
+    ("peephole_lstm", {}, "LSTM"), ("ln_lstm", {}, "Scan"), ("cho_gru", {}, "GRU"), ("ln_gru", {}, "Scan"),
+    ("lstm", {"peephole": True, "layer_norm": True}, "Scan"),
+    ("gru", {"reset_after": False, "layer_norm": True}, "Scan"),
     ("rnn_relu", {}, "RNN"),
 ])
 def test_every_cell_exports_bidirectional_deep_with_and_without_lengths(tmp_path, cell, layer, op):
@@ -51,10 +51,10 @@ def test_every_cell_exports_bidirectional_deep_with_and_without_lengths(tmp_path
         for batch, time in SIZES:
             assert agree(path, graph, batch, time, seed=batch) <= TOLERANCE, (lengths, batch, time)
             inputs = graph.example(batch, time, seed=batch)
-            with torch.no_grad():  # the converted copy in eager mode (the loops) is rnnkit too
+            with torch.no_grad():  # the converted copy in eager mode (the scans) is rnnkit too
                 assert max_abs_diff([graph(*inputs.values()).numpy()], graph.reference(inputs)) <= TOLERANCE
         found = ops(path)
-        assert found[op] >= 1 and (op == "Loop" or "Loop" not in found), found
+        assert found[op] >= 1 and (op == "Scan" or "Scan" not in found) and "Loop" not in found, found
     if cell == "cho_gru":
         gru = next(node for node in onnx.load(str(path)).graph.node if node.op_type == "GRU")
         assert {a.name: a.i for a in gru.attribute}["linear_before_reset"] == 0

@@ -122,6 +122,13 @@ def test_every_task_run_exports_and_matches_rnnkit(runs, tmp_path, task, lengths
         assert agree(info.path, graph, batch, time) <= TOLERANCE, (batch, time)
 
 
+@pytest.mark.slow  # an AOTInductor compile (a C++ build) per task: ~20-60 s each
+@pytest.mark.parametrize("task", sorted(NAMES))
+def test_every_task_run_packages_as_pt2(runs, tmp_path, task):
+    [info] = export_onnx(runs[task], tmp_path / "model.pt2", lengths=True, format="pt2")
+    assert info.path.is_file() and info.max_abs_diff is not None and info.max_abs_diff <= TOLERANCE
+
+
 def test_every_registered_task_declares_its_export(runs):
     from rnnkit.tasks import all_tasks
 
@@ -138,7 +145,7 @@ def test_layers_become_onnx_rnn_nodes(runs, tmp_path):
     for task, op in (("digits", "LSTM"), ("sentiment", "LSTM"), ("forecast", "GRU"), ("mnist", "LSTM")):
         [info] = export_onnx(runs[task], tmp_path / f"{task}.onnx", lengths=True, verify=False)
         found = ops(info.path)
-        assert found[op] >= 1 and "Loop" not in found, (task, found)
+        assert found[op] >= 1 and "Scan" not in found, (task, found)
     model = onnx.load(str(tmp_path / "mnist.onnx"))  # the peephole LSTM: ONNX's P input is set
     lstm = next(node for node in model.graph.node if node.op_type == "LSTM")
     assert len(lstm.input) == 8 and lstm.input[7]
@@ -221,6 +228,16 @@ def test_command_writes_a_verified_file(runs, tmp_path, capfd):
     assert ops(out)["LSTM"] >= 1
     assert main(["export", str(runs["digits"]), "--no-verify"]) == 0  # default: RUN/model.onnx
     assert (runs["digits"] / "model.onnx").is_file() and "not verified" in capfd.readouterr().out
+
+
+def test_command_step_writes_the_single_step_model(runs, capfd):
+    assert main(["export", str(runs["charlm"]), "--step"]) == 0  # default: RUN/model.step.onnx
+    line = capfd.readouterr().out.strip()
+    assert line.startswith(f"wrote {runs['charlm'] / 'model.step.onnx'}: inputs x_t, h, c; outputs y_t, h_n, c_n; "
+                           "onnxruntime agrees with rnnkit within")
+    assert main(["export", str(runs["digits"]), "--step"]) == 2  # a bidirectional LSTM: no step model
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "bidirectional" in err
 
 
 def test_command_refuses_bad_input_in_one_line(runs, tmp_path, capsys):

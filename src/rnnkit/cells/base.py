@@ -86,8 +86,8 @@ class Weight(NamedTuple):
 def weights_tuple(typename: str, table: Sequence[Weight]) -> type:
     """The typed tuple of a cell's weights: one optional tensor field per row of the table.
 
-    Made with typing.NamedTuple's functional form so that TorchScript can compile the
-    reference steps that take it (the ONNX export of variant cells scripts them).
+    Made with typing.NamedTuple's functional form: a pytree that torch.export traces through
+    (the export's reference loop scans the steps that take it).
     """
     return NamedTuple(typename, [(w.name, Optional[Tensor]) for w in table])
 
@@ -143,7 +143,7 @@ def gate_norm(z: Tensor, gain: Tensor, num_gates: int, eps: float = LN_EPS) -> T
     H = z.shape[-1] // num_gates
     shape = z.shape
     zg = z.reshape(list(shape[:-1]) + [num_gates, H])  # (..., G, H)
-    zg = F.layer_norm(zg, [H], eps=eps)  # eps as an argument: TorchScript cannot read a global
+    zg = F.layer_norm(zg, [H], eps=eps)
     return zg.reshape(shape) * gain
 
 

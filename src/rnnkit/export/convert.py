@@ -4,13 +4,15 @@
 ``LSTM`` and ``GRU`` is an ``OnnxLayer`` over the same (copied) parameters. For each layer
 index ``k`` the ``OnnxLayer`` asks the backend registry for an "onnx" backend that supports
 ``layer.cell_config(k)`` (``rnnkit.layers.backends.select``): ONNX's own recurrent nodes
-(``export.nodes``) where one declares the configuration, otherwise the reference loop over the
-cell's own step (``export.loop``). No configuration is excluded by name: a flag no backend
-declares reaches the loop, which runs the cell's equations as they are.
+(``export.nodes``) where one declares the configuration and the export is to ONNX, otherwise
+the reference loop, a ``scan`` over the cell's own step (``export.loop``; always for
+``--format pt2``). No configuration is excluded by name: a flag no backend declares reaches the
+loop, which runs the cell's equations as they are.
 
-torch.nn layers (not rnnkit's) are left as they are, for torch's own symbolic functions. An
-``rnnkit.Recurrent`` over arbitrary cells is refused: its cells' steps need not compile under
-TorchScript, and nothing says which equations they compute.
+torch.nn layers (not rnnkit's) are left as they are, for torch.export (untested: no task model
+has one). An
+``rnnkit.Recurrent`` over arbitrary cells is refused: nothing says which equations its cells
+compute, nor that their steps trace.
 """
 from __future__ import annotations
 
@@ -51,8 +53,9 @@ class OnnxLayer(nn.Module):
     ``forward(x, state=None, lengths=None) -> (output, state)`` as the layer's (batch-first or
     time-major as the layer is; eval mode, so no dropout), on the layer's own parameters.
     ``backends[k]`` is the "onnx" backend chosen for layer ``k`` (None: the reference loop);
-    it runs only while ``torch.onnx.export`` traces. Otherwise, in eager mode, every layer
-    runs the reference loop, so the converted model is checked against rnnkit as it is.
+    it runs only while ``torch.onnx.export`` exports. Otherwise (eager mode, ``torch.export``
+    for a pt2 package) every layer runs the reference loop, so the converted model is checked
+    against rnnkit as it is.
     """
 
     def __init__(self, layer: nn.Module) -> None:

@@ -282,27 +282,24 @@ class CTCGraph(ExportGraph):
         out = model(x, lengths)
         return out.log_probs, out.lengths
 
-    def forward(self, x, lengths=None):
-        """CTCModel.forward with the frame stacking's sizes kept in the graph.
+    def forward(self, x, *rest):
+        """CTCModel.forward on the converted copy, its frame stacking written for the exporter.
 
-        ``stack_frames`` computes ceil(T / k) in Python, which the tracer would fix at the
-        traced T; here the number of steps is a graph value and the frames are gathered.
+        ``stack_frames`` computes T' = ceil(T / k) as ``-(-T // k)``: a floor division of a
+        negative size, which ``torch.onnx`` writes as ONNX's truncating ``Div`` (one step short
+        whenever k does not divide T). Here T' = (T + k - 1) // k, every operand >= 0.
         """
         from ..models.ctc import normalize_frames
 
         model, k = self.model, self.model.config.stack
-        if lengths is None:
-            lengths = torch.ones_like(x[:, :, 0], dtype=torch.int64).sum(1)  # (B,): all T frames
+        lengths = rest[0] if rest else torch.ones_like(x[:, :, 0], dtype=torch.int64).sum(1)  # (B,)
         if model.config.normalize:
             x = normalize_frames(x, lengths)
-        frames = torch._shape_as_tensor(x)[1]  # T as a graph value
-        steps = torch.div(frames + (k - 1), k, rounding_mode="floor")  # T' = ceil(T / k)
-        x = nn.functional.pad(x, (0, 0, 0, k - 1))  # (B, T + k - 1, F): enough zero frames for the last step
-        x = x.index_select(1, torch.arange(steps * k))  # (B, T' k, F)
-        x = x.reshape(x.shape[0], -1, k * x.shape[2])  # (B, T', k F): frame s*k + j at [s, j*F:(j+1)*F]
+        B, T, F = x.shape  # batch, frames, features
+        steps = (T + k - 1) // k  # T' = ceil(T / k)
+        x = nn.functional.pad(x, (0, 0, 0, steps * k - T))  # (B, T' k, F): zero frames after the last
+        x = x.reshape(B, steps, k * F)  # (B, T', k F): frame s*k + j at [s, j*F:(j+1)*F]
         out_lengths = torch.div(lengths + (k - 1), k, rounding_mode="floor")  # (B,)
         out, _ = model.rnn(x, lengths=out_lengths.clamp(min=1))  # (B, T', D*H)
         logits = model.head(model.dropout(out))  # (B, T', C)
         return logits.log_softmax(-1), out_lengths
-
-

@@ -14,14 +14,15 @@ gru   ``GRU``      bias any; reset_after any (``linear_before_reset`` 1: torch's
 rnn   ``RNN``      bias any; nonlinearity tanh, relu (``activations`` Tanh, Relu)
 ====  ===========  ==========================================================================
 
-torch's own symbolic functions (which ``torch.onnx`` uses for torch.nn's layers) write the same
-nodes for the standard configurations only; these cover the variants too, and every
-configuration declared here is exported and compared with rnnkit by ``tests/export``.
+A node is written with ``torch.onnx.ops.symbolic_multi_out``, which ``torch.onnx.export(
+dynamo=True)`` turns into the node itself; these cover the variants too (peepholes, Cho's GRU,
+relu), and every configuration declared here is exported and compared with rnnkit by
+``tests/export``.
 
 A backend's ``run(cells, x, lengths, state0) -> (y, state)`` takes one layer: ``cells`` its
 ``BoundCell`` per direction (``layer.cell(k, d)``), ``x`` (T, B, I) time-major, ``lengths``
 (B,) int64 or None, ``state0`` h (D, B, H) or (h, c); it returns y (T, B, D*H) and the final
-state in the same form. The node is only traced: outside ``torch.onnx.export`` the converted
+state in the same form. The node is only exported: outside ``torch.onnx.export`` the converted
 layer runs the reference loop, so a backend's eager outputs are zeros of the right shapes.
 
 ONNX's layouts: gates i, o, f, c for LSTM (rnnkit's and torch's i, f, g, o) and z, r, h for
@@ -53,25 +54,18 @@ _RNN_GATES = (0,)
 _ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu"}
 
 
-class _RecurrentNode(torch.autograd.Function):
-    """One ONNX recurrent node (``op``: "RNN", "LSTM" or "GRU") in the traced graph.
+def _node(op: str, x: Tensor, inputs: tuple, attributes: dict) -> list[Tensor]:
+    """One ONNX recurrent node (``op``: "RNN", "LSTM" or "GRU") in the exported graph.
 
     ``inputs`` are the node's after X, in its order (W, R, B, sequence_lens, initial_h
-    [, initial_c, P]); ``attributes`` its attributes as (name_with_type_suffix, value) pairs.
-    The eager forward only gives the tracer zeros of the outputs' shapes: Y (T, D, B, H),
-    Y_h (D, B, H) [, Y_c (D, B, H)].
+    [, initial_c, P]; None for an input left out). ``torch.onnx.ops.symbolic_multi_out``
+    records the node for ``torch.onnx.export(dynamo=True)``; in eager mode it gives zeros of
+    the outputs' shapes: Y (T, D, B, H), Y_h (D, B, H) [, Y_c (D, B, H)].
     """
-
-    @staticmethod
-    def forward(ctx, op: str, attributes: tuple, x: Tensor, *inputs: Tensor):
-        T, B = x.shape[0], x.shape[1]
-        D, H = inputs[1].shape[0], inputs[1].shape[2]  # R: (D, G*H, H)
-        states = 2 if op == "LSTM" else 1
-        return (x.new_zeros(T, D, B, H), *(x.new_zeros(D, B, H) for _ in range(states)))
-
-    @staticmethod
-    def symbolic(g, op, attributes, x, *inputs):
-        return g.op(op, x, *inputs, outputs=3 if op == "LSTM" else 2, **dict(attributes))
+    T, B, D, H = x.shape[0], x.shape[1], inputs[1].shape[0], attributes["hidden_size"]  # R: (D, G*H, H)
+    shapes = [[T, D, B, H]] + [[D, B, H]] * (2 if op == "LSTM" else 1)
+    return torch.onnx.ops.symbolic_multi_out(op, [x, *inputs], attributes, dtypes=[x.dtype] * len(shapes),
+                                             shapes=shapes)
 
 
 def _reorder(w: Tensor, gates: Sequence[int]) -> Tensor:
@@ -94,14 +88,13 @@ def _node_weights(cells: Sequence[BoundCell], gates: Sequence[int]) -> tuple[Ten
     return torch.stack(W), torch.stack(R), torch.stack(B)
 
 
-def _common(cells: Sequence[BoundCell], x: Tensor, lengths: Tensor | None, gates: Sequence[int]):
+def _common(cells: Sequence[BoundCell], lengths: Tensor | None, gates: Sequence[int]):
     """The node's inputs W, R, B, sequence_lens and its attributes hidden_size, direction."""
     W, R, B = _node_weights(cells, gates)
-    if lengths is None:  # every sequence at full length
-        lengths = torch.ones_like(x[:, :, 0], dtype=torch.int64).sum(0)  # (B,)
-    direction = "bidirectional" if len(cells) == 2 else "forward"
-    attributes = (("hidden_size_i", cells[0].config.hidden_size), ("direction_s", direction))
-    return (W, R, B, lengths.to(torch.int32)), attributes
+    sequence_lens = None if lengths is None else lengths.to(torch.int32)  # left out: every sequence at full length
+    attributes = {"hidden_size": cells[0].config.hidden_size,
+                  "direction": "bidirectional" if len(cells) == 2 else "forward"}
+    return (W, R, B, sequence_lens), attributes
 
 
 def _layer_output(y: Tensor) -> Tensor:
@@ -111,7 +104,7 @@ def _layer_output(y: Tensor) -> Tensor:
 
 
 def _run_lstm(cells: Sequence[BoundCell], x: Tensor, lengths: Tensor | None, state0):
-    inputs, attributes = _common(cells, x, lengths, _LSTM_GATES)
+    inputs, attributes = _common(cells, lengths, _LSTM_GATES)
     h0, c0 = state0  # each (D, B, H)
     inputs += (h0.contiguous(), c0.contiguous())
     peepholes = [cell.weights().weight_peephole for cell in cells]
@@ -121,21 +114,21 @@ def _run_lstm(cells: Sequence[BoundCell], x: Tensor, lengths: Tensor | None, sta
             p_i, p_f, p_o = p.chunk(3)  # rnnkit's i, f, o
             P.append(torch.cat([p_i, p_o, p_f]))  # (3H,) ONNX's i, o, f
         inputs += (torch.stack(P),)  # (D, 3H)
-    y, h, c = _RecurrentNode.apply("LSTM", attributes, x, *inputs)
+    y, h, c = _node("LSTM", x, inputs, attributes)
     return _layer_output(y), (h, c)
 
 
 def _run_gru(cells: Sequence[BoundCell], x: Tensor, lengths: Tensor | None, h0: Tensor):
-    inputs, attributes = _common(cells, x, lengths, _GRU_GATES)
-    attributes += (("linear_before_reset_i", int(cells[0].config.reset_after)),)
-    y, h = _RecurrentNode.apply("GRU", attributes, x, *inputs, h0.contiguous())
+    inputs, attributes = _common(cells, lengths, _GRU_GATES)
+    attributes["linear_before_reset"] = int(cells[0].config.reset_after)
+    y, h = _node("GRU", x, inputs + (h0.contiguous(),), attributes)
     return _layer_output(y), h
 
 
 def _run_rnn(cells: Sequence[BoundCell], x: Tensor, lengths: Tensor | None, h0: Tensor):
-    inputs, attributes = _common(cells, x, lengths, _RNN_GATES)
-    attributes += (("activations_s", [_ACTIVATIONS[cells[0].config.nonlinearity]] * len(cells)),)
-    y, h = _RecurrentNode.apply("RNN", attributes, x, *inputs, h0.contiguous())
+    inputs, attributes = _common(cells, lengths, _RNN_GATES)
+    attributes["activations"] = [_ACTIVATIONS[cells[0].config.nonlinearity]] * len(cells)
+    y, h = _node("RNN", x, inputs + (h0.contiguous(),), attributes)
     return _layer_output(y), h
 
 

@@ -22,19 +22,21 @@ TOLERANCE = 1e-4  # largest |onnxruntime - rnnkit| that verify accepts
 CHECK_SIZES = ((2, 9), (5, 4))  # (batch, time) of the checks: neither is the traced (3, 6)
 
 
-def verify(graph, path: str | os.PathLike) -> float:
-    """Largest |onnxruntime - rnnkit| over the check sizes; RuntimeError above TOLERANCE.
+def verify(graph, path: str | os.PathLike, run=None, runtime: str = "onnxruntime") -> float:
+    """Largest |runtime - rnnkit| over the check sizes; RuntimeError above TOLERANCE.
 
-    ``graph`` is the ``ExportGraph`` that was written to ``path``.
+    ``graph`` is the ``ExportGraph`` that was written to ``path``; ``run(path, inputs)`` runs
+    the file (default ``run_onnx``), ``runtime`` names it in messages.
     """
+    run = run or run_onnx
     diff = 0.0
     for seed, (batch, time) in enumerate(CHECK_SIZES):
         check = graph.example(batch, time, seed=seed + 1)
-        diff = max(diff, max_abs_diff(run_onnx(path, check), graph.reference(check)))
+        diff = max(diff, max_abs_diff(run(path, check), graph.reference(check)))
     if not diff <= TOLERANCE:  # (NaN too)
-        raise RuntimeError(f"export: onnxruntime's outputs differ from rnnkit's by {diff:.3g} > {TOLERANCE} "
+        raise RuntimeError(f"export: {runtime}'s outputs differ from rnnkit's by {diff:.3g} > {TOLERANCE} "
                            f"in {Path(path)}")
-    log.info("export: onnxruntime agrees with rnnkit on %s within %.3g", path, diff)
+    log.info("export: %s agrees with rnnkit on %s within %.3g", runtime, path, diff)
     return diff
 
 
