@@ -433,13 +433,3 @@ def test_docstring_examples_run(module_name):
     result = doctest.testmod(module, report=False, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
-
-
-@pytest.mark.parametrize("step", ["lstm_step", "gru_step", "rnn_step"])
-def test_reference_steps_compile_with_torchscript(step):
-    """The ONNX export of layers no node supports loops over the reference step under
-    torch.jit.script: the one copy of the equations must stay compilable."""
-    from rnnkit.cells import gru, lstm, rnn
-
-    fn = {"lstm_step": lstm.lstm_step, "gru_step": gru.gru_step, "rnn_step": rnn.rnn_step}[step]
-    torch.jit.script(fn)

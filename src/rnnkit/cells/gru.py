@@ -162,7 +162,7 @@ def gru_step(w: GRUWeights, gx_t: Tensor, h_tm1: Tensor, reset_after: bool,
 
     ``gates``: a dict to receive this step's activations (``reset``, ``update``,
     ``candidate``, ``hidden``; each (B, H)), for the inspector; None keeps nothing.
-    TorchScript compiles this function (the ONNX export of layer-norm GRUs loops over it).
+    The export of variant layers traces it inside torch's ``scan`` (``rnnkit.export.loop``).
     """
     weight_hh = w.weight_hh
     assert weight_hh is not None

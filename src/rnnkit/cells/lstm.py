@@ -191,7 +191,7 @@ def lstm_step(w: LSTMWeights, gx_t: Tensor, state_tm1: Tuple[Tensor, Tensor],
 
     ``gates``: a dict to receive this step's activations (``input``, ``forget``, ``candidate``,
     ``output``, ``cell``, ``hidden``; each (B, H)), for the inspector; None keeps nothing.
-    TorchScript compiles this function (the ONNX export of layer-norm LSTMs loops over it).
+    The export of variant layers traces it inside torch's ``scan`` (``rnnkit.export.loop``).
     """
     h_tm1, c_tm1 = state_tm1
     weight_hh = w.weight_hh
