@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(argv: list[str]) -> int:
+    from .version import __version__
+
     parser = _Parser(prog="rnnkit", description="Recurrent neural networks on PyTorch.")
+    parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("tasks", help="list tasks, their default data and metric")
     sub.add_parser("train", help="train a task: rnnkit train TASK [--help for its options]", add_help=False)
@@ -70,7 +73,11 @@ def _dispatch(argv: list[str]) -> int:
     sub.add_parser("generate", help="sample text from a trained language model: rnnkit generate RUN [options]",
                    add_help=False)
     for name, (module, help_text) in _COMMANDS.items():
-        _command_module(module).add_arguments(sub.add_parser(name, help=help_text))
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if argv[:1] == [name]:  # (only the command that runs is imported: `rnnkit --help` imports no torch)
+            _command_module(module).add_arguments(command)
+    if argv[:1] == ["train"] and _wants_help(argv) and _train_help(argv[1:]):
+        return 0  # (the help of a built-in task, read from its source: no torch import)
     # These parse their own arguments: their flags are those of the task named by TASK or RUN.
     own_parsers = {"train": _train, "predict": _predict, "generate": _generate}
     if argv[:1] and argv[0] in own_parsers:
@@ -140,32 +147,95 @@ def _train(argv: list[str]) -> int:
     if summary:
         shown = {k: v for k, v in summary.items() if k.startswith(("test_", "best_val_"))}
         print(f"{task_cls.name}: {_json_line(shown, 'train', nonfinite='null')}  ({summary['stopped']}; run directory {out})")
+        if summary.get("chosen"):
+            print(f"chosen for this data: {_json_line(summary['chosen'], 'train', nonfinite='null')}")
+        _print_baselines(summary, task_cls, "test")
     return 0
 
 
+def _print_baselines(metrics: dict, task_cls, split: str, out=None) -> None:
+    """The model beside its best baseline on the task's metric; a one-line warning when it loses."""
+    from .tasks.baselines import compare, comparison_lines
+
+    line, warning = comparison_lines(compare(metrics, task_cls.metric, task_cls.mode, split))
+    print(line, file=out or sys.stdout)
+    if warning:
+        print(f"rnnkit: warning: {warning}", file=sys.stderr)
+
+
+def _wants_help(argv: list[str]) -> bool:
+    return any(a in ("-h", "--help") for a in argv)
+
+
+def _train_help(argv: list[str]) -> bool:
+    """Print ``rnnkit train [TASK] --help`` from the tasks' sources, importing no torch; False for
+    a task not read there (a plugin): ``_train`` prints its help."""
+    from .commands.catalog import train_help_parser
+
+    parser = train_help_parser(argv, _Parser)
+    if parser is not None:
+        parser.print_help()
+    return parser is not None
+
+
 def _evaluate(args) -> int:
-    from .runs import evaluate
+    from .runs import evaluate, task_class
 
     metrics = evaluate(args.run_dir, args.data, args.device)
     line = _json_line(metrics, "evaluate")  # (a NaN metric is an error, in both forms)
     print(line if args.json else "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
+    # With --json stdout is the JSON alone: the comparison goes to stderr.
+    _print_baselines(metrics, task_class(args.run_dir), "test" if args.data is None else "data",
+                     out=sys.stderr if args.json else None)
     return 0
 
 
 def _predict(argv: list[str]) -> int:
-    from .runs import load
-
     task_cls = _run_task(argv)
     parser = _run_parser("predict", "Predict with a trained run: one JSON line per input.", task_cls,
                          "PredictOptions", argv)
     parser.add_argument("inputs", metavar="INPUT", nargs="*", default=[],
-                        help="what to predict on, in the task's format (an image, a sentence, numbers, ...)")
+                        help="what to predict on, in the task's format (an image, a sentence, numbers, ...); "
+                             "- reads standard input, one input a line")
+    parser.add_argument("--file", metavar="PATH", action="append", default=[],
+                        help="read inputs from a UTF-8 text file, one a line (blank lines skipped); repeatable")
     options = vars(parser.parse_intermixed_args(argv))  # `predict RUN --horizon 3 5 6`: 5 and 6 are inputs
-    run_dir, inputs, device = options.pop("run_dir"), options.pop("inputs"), options.pop("device", None)
+    run_dir, device = options.pop("run_dir"), options.pop("device", None)
+    inputs = _read_inputs(options.pop("inputs"), options.pop("file"))
+    from .runs import load  # (after the parsing: `rnnkit predict --help` imports no torch)
+
     rows = [_json_line(row, "predict") for row in load(run_dir, device).predict(inputs, **options)]
+    _utf8_stdout()
     for row in rows:  # all or nothing: a NaN in any row is an error before anything is printed
         print(row)
     return 0
+
+
+def _read_inputs(inputs: list[str], files: list[str]) -> list[str]:
+    """The INPUTs, with ``-`` replaced by standard input's lines, then the lines of each --file
+    (blank lines skipped, line ends dropped)."""
+    def lines(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.strip()]
+
+    out = []
+    for item in inputs:
+        out.extend(lines(sys.stdin.read()) if item == "-" else [item])
+    for path in files:
+        try:
+            out.extend(lines(Path(path).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise ValueError(f"predict: --file {path} does not exist") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"predict: --file {path} must be UTF-8 text, got a byte 0x{e.object[e.start]:02x} "
+                             f"at offset {e.start}") from None
+    return out
+
+
+def _utf8_stdout() -> None:
+    """Print UTF-8 whatever the locale (JSON lines keep non-ASCII text as it is)."""
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "")
+    if encoding != "utf8" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8")
 
 
 def _json_line(obj, command: str, nonfinite: str = "error") -> str:
@@ -180,7 +250,7 @@ def _json_line(obj, command: str, nonfinite: str = "error") -> str:
                          "(NaN or inf: the model's outputs are not finite)")
     if bad:
         print(f"rnnkit: warning: {', '.join(bad[:3])} is not finite (NaN or inf): printed as null", file=sys.stderr)
-    return json.dumps(_finite_or_none(obj), allow_nan=False)
+    return json.dumps(_finite_or_none(obj), allow_nan=False, ensure_ascii=False)
 
 
 def _nonfinite(obj, where: str):
@@ -206,16 +276,27 @@ def _finite_or_none(obj):
 
 
 def _generate(argv: list[str]) -> int:
-    from .runs import load
-
     task_cls = _run_task(argv)
     if task_cls is not None and task_cls.GenerateOptions is None:
         raise ValueError(f"task {task_cls.name} does not generate text; use `rnnkit predict`")
     parser = _run_parser("generate", "Sample text from a trained run, printed as it comes.", task_cls,
                          "GenerateOptions", argv)
+    if task_cls is None or "seed" not in {f.name for f in dataclasses.fields(task_cls.GenerateOptions)}:
+        from .commands.catalog import typed
+
+        parser.add_argument("--seed", type=typed(int, "--seed"), metavar="INT",
+                            help="seed of the sampling: the same seed, the same text (default: a fresh sample each time)")
     options = vars(parser.parse_args(argv))
-    run_dir, device = options.pop("run_dir"), options.pop("device", None)
-    for piece in load(run_dir, device).stream(**options):
+    run_dir, device, seed = options.pop("run_dir"), options.pop("device", None), options.pop("seed", None)
+    from .runs import load  # (after the parsing: `rnnkit generate --help` imports no torch)
+
+    model = load(run_dir, device)
+    if seed is not None:
+        from .training.run import seed_everything
+
+        seed_everything(seed)
+    _utf8_stdout()
+    for piece in model.stream(**options):
         print(piece, end="", flush=True)
     print()
     return 0
@@ -223,10 +304,12 @@ def _generate(argv: list[str]) -> int:
 
 def _run_task(argv: list[str]):
     """The task class of the run named by the first argument that is not a flag; None if there is none."""
+    run_dir = next((a for a in argv if not a.startswith("-")), None)
+    if run_dir is None:
+        return None
     from .runs import task_class
 
-    run_dir = next((a for a in argv if not a.startswith("-")), None)
-    return None if run_dir is None else task_class(run_dir)
+    return task_class(run_dir)
 
 
 def _run_parser(command: str, description: str, task_cls, attr: str, argv: list[str]) -> argparse.ArgumentParser:
@@ -246,15 +329,23 @@ def _run_parser(command: str, description: str, task_cls, attr: str, argv: list[
 
 
 def _options_by_task(command: str, attr: str) -> str:
-    """The flags each task takes after ``rnnkit COMMAND RUN`` (for the help without a RUN)."""
-    from .tasks import all_tasks
+    """The flags each task takes after ``rnnkit COMMAND RUN`` (for the help without a RUN): rnnkit's
+    own tasks read from their source (no torch import), others imported."""
+    from .commands.catalog import builtin_tasks, fields_of, other_task_names
 
+    docs = {name: doc.predict if attr == "PredictOptions" else doc.generate for name, doc in builtin_tasks().items()}
+    others = other_task_names()
+    if others:
+        from .tasks import all_tasks
+
+        for name, cls in all_tasks().items():
+            if name in others:
+                docs[name] = None if getattr(cls, attr) is None else fields_of(getattr(cls, attr))
     lines, plain = [], []
-    for name, cls in sorted(all_tasks().items()):
-        options_cls = getattr(cls, attr)
-        if options_cls is None:
+    for name, fields in sorted(docs.items()):
+        if fields is None:
             continue
-        flags = " ".join(_flag_usage(f) for f in dataclasses.fields(options_cls))
+        flags = " ".join(_flag_usage(f) for f in fields)
         if flags:
             lines.append(f"  {name:12s} {flags}")
         else:
@@ -268,9 +359,9 @@ def _options_by_task(command: str, attr: str) -> str:
 
 def _add_device_flag(parser, default=argparse.SUPPRESS) -> None:
     """``--device`` of the commands that use a trained run (training's is a TrainConfig field)."""
-    from .training.device import DEVICES, check_device
-
     def device(text: str) -> str:
+        from .training.device import DEVICES, check_device  # (imports torch: only when a --device is given)
+
         try:
             return check_device("rnnkit", "--device", text)
         except ValueError:
@@ -283,38 +374,20 @@ def _add_device_flag(parser, default=argparse.SUPPRESS) -> None:
 # -- dataclasses <-> flags ---------------------------------------------------------------------
 
 def _add_dataclass_flags(group, cls, defaults: dict | None = None) -> None:
-    """One flag per field; the help shows the field's ``metadata["help"]`` (if any) and the
-    default in force (the task's own where it sets one)."""
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        kind = _field_type(f)
-        default = (defaults or {}).get(f.name, f.default)
-        about = f"{f.metadata['help']}; " if "help" in f.metadata else ""
-        if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, dest=f.name, help=f"{about}default {default}")
-        else:
-            group.add_argument(flag, type=_typed(kind, flag), dest=f.name, metavar=kind.__name__.upper(),
-                               help=f"{about}default {default!r}")
+    """One flag per field of the dataclass ``cls``, with its help sentence (``catalog.add_flags``)."""
+    from .commands.catalog import add_flags, fields_of
+
+    add_flags(group, fields_of(cls), defaults)
 
 
-def _flag_usage(f) -> str:
-    flag = "--" + f.name.replace("_", "-")
-    kind = _field_type(f)
-    return f"--[no-]{flag[2:]}" if kind is bool else f"{flag} {kind.__name__.upper()}"
+def _flag_usage(d) -> str:
+    """``--flag TYPE`` of an option (a ``FieldDoc``)."""
+    return f"--[no-]{d.flag[2:]}" if d.kind == "bool" else f"{d.flag} {d.kind.upper()}"
 
 
 def _field_type(f) -> type:
     name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
     return {"int": int, "float": float, "bool": bool, "str": str}.get(name.split("|")[0].strip(), str)
-
-
-def _typed(kind: type, flag: str):
-    def convert(text: str):
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} expects {kind.__name__}, got {text!r}") from None
-    return convert
 
 
 def _fill(cls, values: dict):

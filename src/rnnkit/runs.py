@@ -29,6 +29,7 @@ from .tasks import ENTRY_POINT_GROUP, Task, get_task
 from .training import TrainConfig, evaluate_batches, fit_run
 from .training.checkpoint import CheckpointError, load_weights
 from .training.device import module_device, resolve_device
+from .training.run import baseline_metrics
 from .training.runfiles import check_fields, read_run_json, sha256_path, warn_unverified
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,20 @@ class RunModel(nn.Module):
         return self.model(*args, **kwargs)
 
     def predict(self, inputs: list[str], **options) -> list[dict]:
-        """One dict per input (for a forecast run with no inputs: one forecast)."""
+        """One dict per input (for a forecast run with no inputs: one forecast).
+
+        ``inputs`` is a list of inputs, each one a string in the task's format (a text, a path, a
+        number for forecast): a bare string or a list of lists is refused with a ValueError.
+        """
+        owner = f"{self.task.name}: predict"
+        if isinstance(inputs, (str, bytes)):
+            raise ValueError(f"{owner}: inputs must be a list of inputs, got a {type(inputs).__name__} "
+                             f"({str(inputs)[:30]!r}); pass [{str(inputs)[:30]!r}] for one input")
+        inputs = list(inputs)
+        for k, item in enumerate(inputs):
+            if isinstance(item, (list, tuple, dict, set)):
+                raise ValueError(f"{owner}: inputs[{k}] must be one input (a str, or a number for forecast), got a "
+                                 f"{type(item).__name__}; pass a flat list such as ['1.5', '2.0', ...]")
         chosen = _options(self.task.PredictOptions, f"{self.task.name}: predict", (), options)
         return self.task.predict(self.model, list(inputs), chosen)
 
@@ -151,21 +165,37 @@ def evaluate(run_dir: str | Path, data: str | None = None, device: str | torch.d
     """Metrics of a trained run on its test split (re-made from its seed) or on a data file,
     computed in float32 on ``device`` (as for :func:`load`: None is the CPU).
 
-    Keys are ``test_<metric>`` for the test split, ``data_<metric>`` for a file. Without
-    ``data``, the data files the run trained on (config.json's ``data_files``) must be
-    unchanged: one whose sha256 differs is a ValueError (pass ``data`` to evaluate on it).
+    Keys are ``test_<metric>`` for the test split, ``data_<metric>`` for a file, and the task's
+    baselines on the same items, ``baseline_<name>_test_<metric>`` (``_data_`` for a file),
+    fitted on the run's training split (``Task.baselines``; for a file, only when the training
+    data can still be prepared). Without ``data``, the data files the run trained on
+    (config.json's ``data_files``) must be unchanged: one whose sha256 differs is a ValueError
+    (pass ``data`` to evaluate on it).
     """
     run = load(run_dir, device)
     task, train_cfg = run.task, TrainConfig(**run.config["train"])
+    meta = dict(task.meta)
+    splits = None
     if data is None:
         _check_data_files(run.task, run.config.get("data_files", {}))
-        meta = dict(task.meta)
-        dataset = task.prepare(train_cfg.seed)["test"]
+        splits = task.prepare(train_cfg.seed)
+        dataset = splits["test"]
         task.meta = meta  # keep the preprocessing the model was trained with
     else:
         dataset = task.load_data(data)
     metrics = evaluate_batches(task, run.model, task.loader(dataset, train_cfg.batch_size, shuffle=False), run.device)
-    return {f"{'test' if data is None else 'data'}_{k}": v for k, v in metrics.items()}
+    split = "test" if data is None else "data"
+    out = {f"{split}_{k}": v for k, v in metrics.items()}
+    if splits is None:  # a file: the baselines still fit on the run's own training split
+        try:
+            splits = {**task.prepare(train_cfg.seed), "test": dataset}
+        except (ValueError, OSError) as e:
+            log.warning("evaluate: no baselines for %s (the run's training data: %s)", data, e)
+        task.meta = meta
+    if splits is not None:
+        out.update(baseline_metrics(task, splits, split))
+        task.meta = meta
+    return out
 
 
 def _read_json(run_dir: Path, name: str) -> Any:

@@ -291,7 +291,7 @@ def test_too_short_a_series_says_which_part_and_what_to_change(tmp_path):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("forecast") / "run"
-    options = ForecastOptions(data="sunspots", window=22, horizon=2, hidden_size=8, normalize="window",
+    options = ForecastOptions(data="sunspots", window=22, horizon=2, hidden_size=8, normalize="window", difference="none",
                               arima="2,0,0" if HAS_STATSMODELS else "off")
     summary = train("forecast", options, TrainConfig(epochs=8, batch_size=32, lr=0.01, seed=0), out, progress=False)
     return out, summary

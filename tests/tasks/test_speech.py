@@ -159,7 +159,7 @@ def test_evaluate_on_a_table_of_recordings(run, tmp_path):
     _wav(tmp_path / "b.wav", "nine", "en-us", 22050, channels=2)
     (tmp_path / "set.csv").write_text("path,text\na.wav,one four\nb.wav,nine\n")
     metrics = evaluate(root / "run", str(tmp_path / "set.csv"))
-    assert set(metrics) == {"data_loss", "data_cer", "data_wer"} and 0.0 <= metrics["data_wer"] <= 2.0
+    assert {"data_loss", "data_cer", "data_wer"} <= set(metrics) and 0.0 <= metrics["data_wer"] <= 2.0
     (tmp_path / "odd.csv").write_text("path,text\na.wav,one for\n")
     with pytest.raises(ValueError, match=r"odd.csv row 1: text 'one for' must be digit words .*unknown \['for'\]"):
         evaluate(root / "run", str(tmp_path / "odd.csv"))

@@ -26,12 +26,19 @@ from rnnkit.data.datasets.numbers import number_pairs  # noqa: E402
 def test_hyphens_become_tokens_and_detokenising_gives_the_text_back():
     assert translation_tokenize("Quatre-vingt-dix-neuf mille") == ["quatre", HYPHEN, "vingt", HYPHEN, "dix", HYPHEN,
                                                                    "neuf", "mille"]
-    assert translation_tokenize("one thousand, two") == ["one", "thousand,", "two"]
-    assert translation_tokenize("a - b -x y-") == ["a", "-", "b", "-x", "y-"]  # free-standing and edge hyphens stay
+    # Punctuation is split off words (issue 14), marked with @ on the side it was glued to.
+    assert translation_tokenize("one thousand, two") == ["one", "thousand", "@,", "two"]
+    assert translation_tokenize("a - b -x y-") == ["a", "-", "b", "-@", "x", "y", "@-"]  # a free-standing "-" stays
+    # Runs made before that keep the old tokens (words, only in-word hyphens split).
+    assert translation_tokenize("a - b -x y-, z", split_punctuation=False) == ["a", "-", "b", "-x", "y", HYPHEN, ",", "z"]
     assert translation_tokenize("Vingt", lower=False) == ["Vingt"]
     pairs = number_pairs(range(0, 100000, 97))
-    for text in pairs.sources + pairs.targets + ["a - b", "x--y  z", "l'an-deux"]:
+    for text in pairs.sources + pairs.targets + ["a - b", "x--y  z", "l'an-deux", "Save (as...) @home!", "a@, @@"]:
         assert translation_detokenize(translation_tokenize(text)) == " ".join(text.lower().split())
+    # On the French number words the new tokens are the old ones; English has "one thousand, two".
+    for text in pairs.targets + number_pairs(range(1000)).sources:
+        assert translation_tokenize(text) == translation_tokenize(text, split_punctuation=False)
+    assert translation_tokenize("one thousand, two") != translation_tokenize("one thousand, two", split_punctuation=False)
     with pytest.raises(TypeError, match="translation_tokenize: text must be a str, got int"):
         translation_tokenize(5)
 
@@ -59,7 +66,7 @@ SMALL = dict(max_number=1999, test_blocks="1", test_endings="77", val_blocks="",
 
 
 def test_prepare_holds_out_the_test_numbers_and_fits_vocabularies_on_train():
-    task = TranslateTask(TranslateOptions(**SMALL))
+    task = TranslateTask(TranslateOptions(**SMALL, source_tokenizer="word", target_tokenizer="word"))
     data = task.prepare(seed=0)
     source_vocab, target_vocab = task.vocabs
     sizes = task.meta["sizes"]
@@ -136,10 +143,61 @@ def test_a_run_translates(run):
     # The task's metrics agree with decoding the test split by hand.
     task = model.task
     data = task.prepare(0)["test"].tensors
-    sources = [translation_detokenize(task.vocabs[0].decode(row)) for row in data["source"]]
-    references = [translation_detokenize(task.vocabs[1].decode(row)) for row in data["target"]]
+    sources = [task.tokenizers[0].detokenize(task.vocabs[0].decode(row)) for row in data["source"]]
+    references = [task.detokenize(row) for row in data["target"]]
     hits = [row["translation"] == ref for row, ref in zip(task.translate(model.model, sources), references)]
     assert evaluate(run_dir)["test_exact_match"] == pytest.approx(sum(hits) / len(hits))
+
+
+def test_the_run_keeps_its_tokenizers_as_json_and_reports_the_copy_baseline(run):
+    run_dir, summary = run
+    meta = json.loads((run_dir / "preprocess.json").read_text())
+    assert meta["target_tokenizer"]["kind"] == "subword" == meta["source_tokenizer"]["kind"]  # the defaults
+    assert json.loads(meta["target_tokenizer"]["model"])["model"]["type"] == "BPE"  # tokenizers' own JSON
+    # English source copied as the French translation: no exact match, on the test split.
+    assert summary["baseline_copy_source_test_exact_match"] == 0.0
+    assert 0.0 <= summary["baseline_copy_source_test_bleu"] < 5.0
+    task = rnnkit.load(run_dir).task
+    pieces = task.tokenizers[1].tokenize("quatre-vingt-dix-sept")
+    assert task.detokenize(task.vocabs[1].encode(pieces)) == "quatre-vingt-dix-sept"
+
+
+def test_copy_source_baseline_scores_the_source_as_its_translation():
+    from rnnkit.data.datasets.numbers import ParallelText
+    from rnnkit.tasks.loaders import TensorData
+
+    task = TranslateTask(TranslateOptions())
+    task.meta = {"lower": True}
+    test = TensorData({"x": torch.zeros(3)}, raw=ParallelText(["OK", "Save  file", "Quit"], ["ok", "enregistrer", "quit"]))
+    scores = task.baselines({"test": test})["copy_source"]
+    assert scores["exact_match"] == pytest.approx(2 / 3)
+    assert scores["bleu"] == pytest.approx(bleu_from_stats(bleu_stats(["ok", "save file", "quit"],
+                                                                      ["ok", "enregistrer", "quit"])))
+
+
+@pytest.mark.parametrize("source, target", [("char", "char"), ("word", "subword")])
+def test_each_tokenizer_trains_a_step_and_decodes(source, target):
+    task = TranslateTask(TranslateOptions(**{**TINY, "source_tokenizer": source, "target_tokenizer": target}))
+    data = task.prepare(seed=0)
+    assert task.meta["target_tokenizer"]["kind"] == target
+    t = data["test"].tensors
+    references = [task.detokenize(row) for row in t["target"]]
+    assert references == [" ".join(r.split()) for r in data["test"].raw.targets]  # tokens invert exactly
+    model = task.build_model()
+    out = task.step(model, data["train"].take(list(range(4))))
+    out.loss_sum.backward()
+    model.eval()
+    with torch.no_grad():
+        assert task.step(model, data["test"].take([0, 1])).stats["sentences"] == 2
+
+
+def test_a_run_made_before_tokenizers_were_chosen_reads_words():
+    task = TranslateTask(TranslateOptions(**{**SMALL, "source_tokenizer": "word", "target_tokenizer": "word"}))
+    task.prepare(seed=0)
+    old = TranslateTask(TranslateOptions(**SMALL))  # today's defaults, as an old config.json reads
+    old.meta = {k: v for k, v in task.meta.items() if not k.endswith("_tokenizer")}
+    assert [t.kind for t in old.tokenizers] == ["word", "word"]
+    assert old.tokenizers[1].tokenize("vingt-et-un, x") == ["vingt", HYPHEN, "et", HYPHEN, "un,", "x"]
 
 
 def test_predict_from_the_command_line(run):

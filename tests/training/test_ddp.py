@@ -52,7 +52,7 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path):
             if k.startswith(("train_", "val_")):  # train metrics cover the global batch, not rank 0's half
                 tolerance = 1.5 / 64 if k.endswith("accuracy") else 1e-4  # a near-tie may flip one sample
                 assert b[k] == pytest.approx(v, abs=tolerance), (a["step"], k)
-    assert two.stdout.count("test_accuracy") == 1  # one summary line, from rank 0
+    assert two.stdout.count("; run directory ") == 1  # one summary line, from rank 0
     s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (d1, d2))
     assert s2["steps"] == s1["steps"] == 23
     assert s2["test_accuracy"] == pytest.approx(s1["test_accuracy"], abs=1.5 / 180)
@@ -67,4 +67,4 @@ def test_two_gpu_processes_over_nccl_learn_and_rank_0_writes(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     summary = json.loads((tmp_path / "G2" / "summary.json").read_text())
     assert summary["device"] == "cuda:0" and summary["steps"] == 23 and summary["test_accuracy"] > 0.2  # (CPU: 0.39)
-    assert two.stdout.count("test_accuracy") == 1
+    assert two.stdout.count("; run directory ") == 1

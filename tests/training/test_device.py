@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import rnnkit
 from rnnkit.training import StepOutput, TrainConfig, Trainer, evaluate_batches
 from rnnkit.training import trainer as trainer_module
+from rnnkit.training import evaluation as evaluation_module
 from rnnkit.training.device import (DEVICES, Precision, autocast, check_device, check_precision, module_device,
                                     move_to_device, resolve_device)
 from rnnkit.training.distributed import DistInfo
@@ -214,6 +215,7 @@ def test_the_trainer_moves_every_batch_and_autocasts_the_forward_pass_only(monke
         return move_to_device(batch, device, non_blocking)
 
     monkeypatch.setattr(trainer_module, "move_to_device", spy)
+    monkeypatch.setattr(evaluation_module, "move_to_device", spy)  # validation batches move there
     task, model = _SumTask(), _SumModel()
     trainer = Trainer(task, model, _loader(), _loader(), TrainConfig(epochs=2, device="cpu", precision="bf16", lr=0.01))
     assert trainer.device == torch.device("cpu")

@@ -64,6 +64,7 @@ TIMED_TIMING = {"data", "model", "other", "eval"}
 # manifest unsettled (plots are now drawn first, and a resume settles the manifest).
 
 KILL = -signal.SIGKILL  # a multiprocessing exitcode
+RUN = "run"  # every run directory's name: the plots are titled with it, and compared byte for byte
 
 
 # -- running rnnkit --------------------------------------------------------------------------------
@@ -150,7 +151,7 @@ def reference(tmp_path_factory):
 
     def get(task: str) -> Reference:
         if task not in made:
-            out, log = root / f"{task}-reference", root / f"{task}-reference.calls"
+            out, log = root / f"{task}-reference" / RUN, root / f"{task}-reference.calls"
             done = _run(argvs[task] + ["--out", str(out)], out, Fault(log=str(log)))
             assert done.exitcode == 0, done.output
             calls = _calls(log)
@@ -354,7 +355,7 @@ FIXED = [  # the points of the two defects this suite found (see the top of the 
 def test_a_run_killed_at_a_file_operation_resumes_exactly(reference, tmp_path, task, point):
     ref = reference(task)
     n = point.resolve(ref)
-    outcome = kill_at(ref, tmp_path / "run", n, point.when)
+    outcome = kill_at(ref, tmp_path / RUN, n, point.when)
     assert outcome.exitcode == KILL
     assert outcome.resumed_from == expected_step(ref, ref.committed(n, point.when)), "a committed checkpoint was lost"
     assert outcome.how == "resumed" if outcome.resumed_from is not None else outcome.how in ("rerun", "started over")
@@ -364,7 +365,7 @@ def test_a_run_killed_at_a_file_operation_resumes_exactly(reference, tmp_path, t
 @pytest.mark.parametrize("task", TASKS)
 def test_a_run_killed_from_outside_resumes_exactly(reference, tmp_path, task):
     ref = reference(task)
-    outcome, calls = kill_from_outside(ref, tmp_path / "run", random.Random(f"{task}-0"))
+    outcome, calls = kill_from_outside(ref, tmp_path / RUN, random.Random(f"{task}-0"))
     assert _kept_its_checkpoints(ref, outcome, calls)
     assert outcome.differences == [] or _known_after_outside_kill(ref, calls)
 
@@ -372,7 +373,7 @@ def test_a_run_killed_from_outside_resumes_exactly(reference, tmp_path, task):
 @pytest.mark.parametrize("task", TASKS)
 def test_resuming_a_finished_run_changes_no_byte(reference, tmp_path, task):
     ref = reference(task)
-    run = tmp_path / "run"
+    run = tmp_path / RUN
     shutil.copytree(ref.dir, run)
     before = _snapshot(run)
     for _ in range(2):
@@ -403,7 +404,7 @@ def test_every_kill_point_resumes_exactly(reference, tmp_path, task):
     for call in ref.calls:
         for when in ("before", "after"):
             point = f"{when}-{call.n}-{call.op}-{call.path}"
-            out = tmp_path / f"{call.n}-{when}"
+            out = tmp_path / f"{call.n}-{when}" / RUN
             outcome = kill_at(ref, out, call.n, when)
             assert outcome.exitcode == KILL, point
             if outcome.resumed_from != expected_step(ref, ref.committed(call.n, when)):
@@ -426,7 +427,7 @@ def test_random_external_kills_resume_exactly(reference, tmp_path, task):
     rng = random.Random(f"{task}-sweep")
     hit, inexact = [], {}
     for i in range(6):
-        outcome, calls = kill_from_outside(ref, tmp_path / f"run{i}", rng)
+        outcome, calls = kill_from_outside(ref, tmp_path / f"run{i}" / RUN, rng)
         fate = "killed" if outcome.exitcode == KILL else f"ended ({outcome.exitcode}) before the kill"
         hit.append(f"{fate} after {len(calls)} of {len(ref.calls)} file operations ({outcome.how})")
         if not _kept_its_checkpoints(ref, outcome, calls):
@@ -441,7 +442,7 @@ def test_random_external_kills_resume_exactly(reference, tmp_path, task):
 def test_a_forked_run_equals_a_plain_python_m_rnnkit_run(reference, tmp_path):
     """The fork server's children write what a fresh interpreter writes."""
     ref = reference("digits")
-    out = tmp_path / "plain"
+    out = tmp_path / "plain" / RUN
     done = subprocess.run([sys.executable, "-m", "rnnkit", *ref.argv, "--out", str(out)], capture_output=True,
                           text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr

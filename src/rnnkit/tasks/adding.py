@@ -100,6 +100,11 @@ class AddingTask(Task):
             return GeneratedLoader(data, batch_size, seed, rank, world)
         return IndexLoader(data, batch_size, shuffle, seed, rank, world)
 
+    def baselines(self, splits) -> dict[str, dict[str, float]]:
+        """constant: always 1.0, the mean target (what a model that learned nothing does): test mse."""
+        y = splits["test"].tensors["y"]  # (N,)
+        return {"constant": {"mse": float(((y - 1.0) ** 2).mean())}}
+
     def build_model(self) -> Forecaster:
         o = self.options
         return Forecaster(ForecasterConfig(horizon=1, input_size=2, cell=o.cell, hidden_size=o.hidden_size,

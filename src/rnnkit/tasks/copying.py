@@ -97,6 +97,13 @@ class CopyTask(Task):
             return GeneratedLoader(data, batch_size, seed, rank, world)
         return IndexLoader(data, batch_size, shuffle, seed, rank, world)
 
+    def baselines(self, splits) -> dict[str, dict[str, float]]:
+        """memoryless: blanks, then uniform guesses (Arjovsky et al. 2016): its loss per step and
+        its accuracy on the recalled symbols, 1 / num_symbols."""
+        o = self.options
+        return {"memoryless": {"loss": copy_baseline_loss(o.seq_len, o.num_symbols, o.copy_len),
+                               "accuracy": 1.0 / o.num_symbols}}
+
     def build_model(self) -> LanguageModel:
         o = self.options
         return LanguageModel(LanguageModelConfig(vocab_size=o.num_symbols + 2, embedding_dim=o.embedding_dim,

@@ -1,7 +1,8 @@
 """digits: scikit-learn's 8x8 handwritten digits, read row by row by a many-to-one LSTM.
 
 Each image is a sequence of 8 steps (rows) of 8 pixels; the final state of the recurrent
-layer goes through a dense head to 10 classes (seed 000: images as sequences).
+layer goes through a dense head to 10 classes (seed 000: images as sequences). Baselines:
+the majority class and logistic regression on the raw pixels (``baselines``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ..models import ClassifierConfig, SequenceClassifier
 from ..training import StepOutput, module_device
 from ..training.runfiles import non_empty, positive
 from .base import NoOptions, Task, TensorData, register
+from .baselines import majority_class, pixel_logistic
 
 __all__ = ["DigitsTask", "DigitsOptions"]
 
@@ -68,6 +70,14 @@ class DigitsTask(Task):
         _check_table(path, table, self.meta["pixel_max"], len(self.meta["labels"]))
         x = torch.tensor(table[:, :64], dtype=torch.float32).view(-1, 8, 8) / self.meta["pixel_max"]
         return TensorData({"x": x, "y": torch.tensor(table[:, 64], dtype=torch.long)})
+
+    def baselines(self, splits) -> dict[str, dict[str, float]]:
+        """majority (the most frequent training digit) and pixel_lr (logistic regression on the raw
+        pixels, at most 5,000 training images): test accuracy."""
+        train, test = splits["train"].tensors, splits["test"].tensors
+        majority = majority_class(train["y"].tolist(), test["y"].tolist())
+        pixels = pixel_logistic(train["x"], train["y"], test["x"], test["y"])
+        return {"majority": {"accuracy": majority["accuracy"]}, "pixel_lr": {"accuracy": pixels["accuracy"]}}
 
     def build_model(self) -> SequenceClassifier:
         o = self.options

@@ -20,7 +20,9 @@ How the series becomes training data, step by step:
    (MSE in units of the scaler's std) and the metrics (RMSE, MAE in original units) are
    both about the forecast *levels*. With ``normalize="window"`` each window is scaled by
    its own mean and std instead of the scaler's (computed from its inputs only), which
-   lets a model trained on small cycles read larger ones (sunspots).
+   lets a model trained on small cycles read larger ones (sunspots). Left at "auto" (the
+   default), ``normalize`` and ``difference`` are chosen per series on the validation part
+   (``rnnkit.tasks.forecast_auto``), recorded in ``meta["chosen"]`` and summary.json.
 
 Baselines (``rnnkit.models.baselines``), evaluated on exactly the same windows and targets
 (rolling origin, every step of every horizon): naive (last value), seasonal naive (the value
@@ -51,6 +53,7 @@ from ..models.recurrent import CELLS
 from ..training import StepOutput, module_device
 from ..training.runfiles import non_empty, non_negative, positive
 from .base import Task, TensorData, register
+from .forecast_auto import AUTO, choose_preprocessing
 from .forecast_live import LiveForecast
 
 __all__ = ["ForecastTask", "ForecastOptions", "ForecastPredictOptions", "integrate_differences"]
@@ -67,9 +70,9 @@ class ForecastOptions:
     season: int = 0  # season length in steps; 0 = the data's own (sunspots 11, co2 12, msft 5, CSV 1)
     window: int = 24  # input length T: values the model reads before each forecast
     horizon: int = 1  # values predicted at once from each origin
-    difference: str = "none"  # none | first | seasonal: what the network reads and predicts (see above)
+    difference: str = "auto"  # auto | none | first | seasonal: what the network reads and predicts (see above)
     log: bool = False  # model log(y) (positive series whose changes scale with the level, e.g. prices)
-    normalize: str = "global"  # global: the training part's mean/std | window: each window's own (see _scale)
+    normalize: str = "auto"  # auto | global: the training part's mean/std | window: each window's own (see _scale)
     val_fraction: float = 0.15  # of the series, just before the test part
     test_fraction: float = 0.15  # of the series, at its end
     cell: str = "lstm"  # a name from rnnkit.models.CELLS
@@ -88,10 +91,12 @@ class ForecastOptions:
             raise ValueError(f"{owner}: highway must be in [0, window={self.window}], got {self.highway}")
         if self.season < 0:
             raise ValueError(f"{owner}: season must be >= 0 (0 = the data's own), got {self.season}")
-        if self.difference not in _DIFFERENCES:
-            raise ValueError(f"{owner}: difference must be one of {', '.join(_DIFFERENCES)}, got {self.difference!r}")
-        if self.normalize not in ("global", "window"):
-            raise ValueError(f"{owner}: normalize must be global or window, got {self.normalize!r}")
+        if self.difference not in (AUTO, *_DIFFERENCES):
+            raise ValueError(f"{owner}: difference must be one of {', '.join(_DIFFERENCES)}, got {self.difference!r} "
+                             "(or auto: chosen on the validation part)")
+        if self.normalize not in (AUTO, "global", "window"):
+            raise ValueError(f"{owner}: normalize must be global or window, got {self.normalize!r} "
+                             "(or auto: chosen on the validation part)")
         if self.cell not in CELLS:
             raise ValueError(f"{owner}: cell must be one of {', '.join(sorted(CELLS))}, got {self.cell!r}")
         if not 0.0 <= self.dropout <= 1.0:  # (NaN too)
@@ -180,15 +185,12 @@ class ForecastTask(Task):
         n = len(y)
         n_test, n_val = round(n * o.test_fraction), round(n * o.val_fraction)
         val_start, test_start = n - n_test - n_val, n - n_test  # parts: [0, a) [a, b) [b, n)
+        origins = self._origins(series, val_start, test_start)
+        chosen = choose_preprocessing(self, y, m, val_start, test_start, series.name)  # "auto" options
+        if chosen is not None:
+            o = self.options
+            origins = self._origins(series, val_start, test_start)
         lag = self._lag(m)
-        first = max(o.window + lag, m)  # inputs need `lag` values before them; snaive needs a season
-        parts = {"train": (first, val_start), "val": (val_start, test_start), "test": (test_start, n)}
-        origins = {name: np.arange(lo, hi - o.horizon + 1) for name, (lo, hi) in parts.items()}
-        for name, (lo, hi) in parts.items():
-            if len(origins[name]) == 0:
-                raise ValueError(
-                    f"forecast: the {name} part of {series.name} (values {lo}..{hi - 1} of {n}) holds no window of "
-                    f"{o.window} inputs and {o.horizon} targets; shorten --window/--horizon or use a longer series")
         u = self._to_u(y, series.name)
         z = _difference(u, o.difference, m)  # (n,), NaN for the first `lag` values
         z_train = z[lag:val_start]  # training part only
@@ -205,6 +207,8 @@ class ForecastTask(Task):
             "dates": list(series.dates[-(o.window + lag):]) if series.dates else None,
             "arima": self._arima_meta(y, m, test_start, val_start),
         }
+        if chosen is not None:
+            self.meta["chosen"] = chosen
         out = {}
         for name, t in origins.items():
             data = self._windows(y, u, z, t, m)
@@ -214,6 +218,17 @@ class ForecastTask(Task):
                 spec = ArimaSpec.from_json(self.meta["arima"])
                 data["arima"] = torch.from_numpy(arima_forecast(y, t, o.horizon, spec))
             out[name] = TensorData(data)
+        return out
+
+    def baselines(self, splits) -> dict[str, dict[str, float]]:
+        """naive, snaive and arima (when fitted): rmse and mae over the test windows' targets,
+        the same rolling-origin forecasts as the ``test_<name>_rmse`` metrics."""
+        t = splits["test"].tensors
+        out = {}
+        for name in _BASELINES:
+            if name in t:
+                error = t[name] - t["y"]  # (n, H), original units
+                out[name] = {"rmse": float(error.pow(2).mean().sqrt()), "mae": float(error.abs().mean())}
         return out
 
     def load_data(self, path: str) -> TensorData:
@@ -232,8 +247,22 @@ class ForecastTask(Task):
         data["snaive"] = torch.from_numpy(seasonal_naive_forecast(y, t, o.horizon, m))
         return TensorData(data)
 
+    def _origins(self, series: Series, val_start: int, test_start: int) -> dict[str, np.ndarray]:
+        """The forecast origins of each part; a ValueError naming the part that holds no window."""
+        o, n, m = self.options, len(series.values), series.season
+        first = max(o.window + self._lag(m), m)  # inputs need `lag` values before them; snaive needs a season
+        parts = {"train": (first, val_start), "val": (val_start, test_start), "test": (test_start, n)}
+        origins = {name: np.arange(lo, hi - o.horizon + 1) for name, (lo, hi) in parts.items()}
+        for name, (lo, hi) in parts.items():
+            if len(origins[name]) == 0:
+                raise ValueError(
+                    f"forecast: the {name} part of {series.name} (values {lo}..{hi - 1} of {n}) holds no window of "
+                    f"{o.window} inputs and {o.horizon} targets; shorten --window/--horizon or use a longer series")
+        return origins
+
     def _lag(self, season: int) -> int:
-        return {"none": 0, "first": 1, "seasonal": season}[self.options.difference]
+        """Values lost to differencing (none while the difference is still "auto")."""
+        return {"none": 0, "first": 1, "seasonal": season, AUTO: 0}[self.options.difference]
 
     def _to_u(self, y: np.ndarray, name: str) -> np.ndarray:
         if not self.options.log:

@@ -17,9 +17,14 @@ __all__ = ["TensorData", "IndexLoader", "StreamLoader"]
 
 @dataclass
 class TensorData:
-    """A dataset held as aligned tensors (first axis = sample), plus optional lengths."""
+    """A dataset held as aligned tensors (first axis = sample), plus optional lengths.
+
+    ``raw``: the split's records before encoding (e.g. texts and labels), for a task's
+    ``baselines``; never batched.
+    """
 
     tensors: dict[str, Tensor]
+    raw: Any = None
 
     def __len__(self) -> int:
         return len(next(iter(self.tensors.values())))

@@ -18,8 +18,9 @@ optionally weighted by inverse class frequency (computed on the training split) 
 minority class counts as much as the majority. Metrics: loss, accuracy and macro-F1
 (``f1``), all from per-class tp/fp/fn counts summed over batches.
 
-``tfidf_baseline`` fits the reference the results are compared with: TF-IDF of word 1-2
-grams + logistic regression (scikit-learn), on exactly the same train/val/test split.
+Baselines (``baselines``, written to summary.json after every training): the majority class,
+and TF-IDF of word 1-2 grams + logistic regression (scikit-learn; at most 20,000 training
+texts), on exactly the same train/val/test split; ``tfidf_baseline`` fits the latter alone.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from ..models import CELLS, ClassifierConfig, SequenceClassifier
 from ..training import StepOutput, module_device
 from ..training.runfiles import non_empty, one_of, positive
 from .base import NoOptions, Task, TensorData, register, vocab_field
+from .baselines import majority_class, tfidf_logistic
 
 __all__ = ["SentimentTask", "SentimentOptions", "TextSplits", "load_text_splits", "macro_f1",
            "confusion_counts", "cooccurrence_embeddings", "tfidf_baseline"]
@@ -261,7 +263,15 @@ class SentimentTask(Task):
         x, lengths = self.encode_texts(texts)
         index = {label: k for k, label in enumerate(self.meta["labels"])}
         y = torch.tensor([index[label] for label in labels], dtype=torch.long)  # (N,)
-        return TensorData({"x": x, "lengths": lengths, "y": y})
+        return TensorData({"x": x, "lengths": lengths, "y": y}, raw=(list(texts), list(labels)))
+
+    def baselines(self, splits) -> dict[str, dict[str, float]]:
+        """majority (the most frequent training label) and tfidf_lr (TF-IDF + logistic regression,
+        C by val macro-F1, at most 20,000 training texts): accuracy and f1 on the test split."""
+        train, val, test = (splits[name].raw for name in ("train", "val", "test"))
+        fitted = tfidf_logistic(train, val, test, balanced=self.options.class_weights)
+        return {"majority": majority_class(train[1], test[1]),
+                "tfidf_lr": {"accuracy": fitted["test_accuracy"], "f1": fitted["test_f1"]}}
 
     # -- model and loss ---------------------------------------------------------------------
     def build_model(self) -> SequenceClassifier:
@@ -377,32 +387,11 @@ def tfidf_baseline(options: SentimentOptions | None = None, seed: int = 0,
                    c_grid: Sequence[float] = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)) -> dict:
     """TF-IDF (word 1-2 grams, sublinear tf) + logistic regression on ``load_text_splits``' split.
 
-    Fitted on the train split; the inverse regularisation ``C`` is picked from ``c_grid`` by
-    macro-F1 on the val split (as the network's best epoch is); ``class_weight="balanced"``
-    when ``options.class_weights``. Returns ``{"C", "val_accuracy", "val_f1",
-    "test_accuracy", "test_f1", "train_size", "features"}``.
+    ``rnnkit.tasks.baselines.tfidf_logistic`` on it: C picked from ``c_grid`` by macro-F1 on
+    the val split (as the network's best epoch is); ``class_weight="balanced"`` when
+    ``options.class_weights``. Returns ``{"C", "val_accuracy", "val_f1", "test_accuracy",
+    "test_f1", "train_size", "features"}``.
     """
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
-
     options = options or SentimentOptions()
     splits = load_text_splits(options, seed)
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    x_train = vectorizer.fit_transform(splits.train[0])  # (N, V) sparse
-    x_val, x_test = vectorizer.transform(splits.val[0]), vectorizer.transform(splits.test[0])
-    best = None
-    for c in c_grid:
-        model = LogisticRegression(C=c, max_iter=5000, class_weight="balanced" if options.class_weights else None)
-        model.fit(x_train, splits.train[1])
-        val_f1 = f1_score(splits.val[1], model.predict(x_val), average="macro")
-        if best is None or val_f1 > best[0]:
-            best = (val_f1, c, model)
-    val_f1, c, model = best
-    val_pred, test_pred = model.predict(x_val), model.predict(x_test)
-    return {
-        "C": c, "val_accuracy": accuracy_score(splits.val[1], val_pred), "val_f1": val_f1,
-        "test_accuracy": accuracy_score(splits.test[1], test_pred),
-        "test_f1": f1_score(splits.test[1], test_pred, average="macro"),
-        "train_size": len(splits.train[0]), "features": x_train.shape[1],
-    }
+    return tfidf_logistic(splits.train, splits.val, splits.test, options.class_weights, c_grid)

@@ -222,6 +222,21 @@ class SpeechTask(Task):
             out["wer"] = totals["word_edits"] / max(totals["words"], 1)
         return out
 
+    def baselines(self, splits) -> dict[str, dict[str, float]]:
+        """majority: the most frequent training transcript for every test utterance (speech has
+        no cheaper learned reference that reads no audio): test wer and cer."""
+        from collections import Counter
+
+        def texts(data) -> list[str]:
+            t = data.tensors
+            return [self.to_text(row[:n].tolist()) for row, n in zip(t["targets"], t["target_lengths"])]
+
+        guess = Counter(texts(splits["train"])).most_common(1)[0][0]
+        refs = texts(splits["test"])
+        counts = error_counts(refs, [guess] * len(refs))
+        return {"majority": {"wer": counts.word_edits / max(counts.words, 1),
+                             "cer": counts.char_edits / max(counts.chars, 1)}}
+
     # -- decoding and prediction ------------------------------------------------------------
     def to_text(self, labels: list[int]) -> str:
         tokens = self.meta["tokens"]

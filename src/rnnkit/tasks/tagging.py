@@ -22,7 +22,8 @@ cross-entropy of each valid token, or the CRF's sentence negative log-likelihood
 divided by the number of tokens; padded steps count for nothing. Metrics: entity-level
 precision / recall / F1 (``training/metrics.py``; tags read as ``data/tags.py`` says, by
 conlleval's rules), token accuracy, and on the ambiguous sentences their entity F1 and the
-accuracy of the ambiguous word's own tag.
+accuracy of the ambiguous word's own tag. Baselines (``baselines``): "O" for every token, and
+each word's most frequent training tag, scored by the same entity rules.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from ..training import StepOutput, module_device, move_to_device
 from ..training.metrics import EntityCounts, entity_counts, precision_recall_f1
 from ..training.runfiles import non_empty, one_of, positive
 from .base import NoOptions, Task, TensorData, register, vocab_field
+from .baselines import tag_by_word
 
 __all__ = ["TaggingTask", "TaggingOptions", "load_sentences"]
 
@@ -261,6 +263,21 @@ class TaggingTask(Task):
         if not self.options.case_features:
             del tensors["cases"]
         return TensorData({**tensors, "y": y, "ambiguous": ambiguous})
+
+    def baselines(self, splits) -> dict[str, dict[str, float]]:
+        """majority ("O", the most frequent tag, everywhere) and word_tag (each word's most
+        frequent training tag; rare and unseen words: ``<unk>``'s): entity f1 and token
+        accuracy on the test split, with the metrics' own rules."""
+        train, test = splits["train"].tensors, splits["test"].tensors
+        y, lengths = test["y"], test["lengths"]
+        guesses = {"majority": torch.zeros_like(y),
+                   "word_tag": tag_by_word(train["x"], train["y"], train["lengths"], test["x"])}
+        out = {}
+        for name, pred in guesses.items():
+            totals = {"loss_sum": 0.0, "count": int(lengths.sum()), **self._stats(pred, y, lengths, test["ambiguous"])}
+            scores = self.metrics(totals)
+            out[name] = {k: scores[k] for k in ("f1", "accuracy", "precision", "recall")}
+        return out
 
     # -- model and loss ---------------------------------------------------------------------
     def build_model(self) -> SequenceTagger:

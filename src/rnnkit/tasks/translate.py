@@ -15,14 +15,25 @@ thousands prefix (77,xxx); the test asks for them in the other position. With ``
 any tab-separated ``source<TAB>target`` file (a line without a tab is an error naming file
 and line), split at random (seeded) into train/val/test, or with ``--test-data``.
 
-Tokens: text is lower-cased and split on whitespace; inside a word, each hyphen becomes a
-token of its own, ``@-@``, so "vingt-et-un" -> ``vingt @-@ et @-@ un`` and "quatre-vingts"
--> ``quatre @-@ vingts``. Detokenising joins with spaces and glues ``@-@`` back
-(``" @-@ "`` -> ``"-"``), which gives back the lower-cased, whitespace-normalised text
-exactly; a free-standing "-" stays an ordinary token. Exact match compares these strings;
-BLEU is sacreBLEU's corpus BLEU (default 13a tokenisation, 0-100) of the same strings. A
-reference word missing from the training vocabulary is ``<unk>``, which decoding never
-produces, so such a sentence counts as wrong, as it is.
+Tokens (``rnnkit.data.subwords``), chosen per side with ``source_tokenizer`` and
+``target_tokenizer`` (``--source-tokenizer``, ``--target-tokenizer``), each fitted on the
+training split only and saved in the run's preprocess.json (no pickle):
+
+- ``subword`` (the default on both sides): BPE with at most ``subword_vocab_size`` pieces
+  (HuggingFace ``tokenizers``; merges never cross a space or a punctuation mark), so a word
+  never seen in training (a compound of seen parts: "donaudampfschiff") is still spelled;
+- ``word``: words and punctuation marks, a glued mark marked on its glued side
+  ("vingt-et-un," -> ``vingt @-@ et @-@ un @,``); an unseen word is ``<unk>``;
+- ``char``: characters, the space included.
+
+Text is lower-cased (``lower``) and whitespace-normalised; detokenising gives that text back
+exactly. Exact match compares these strings; BLEU is sacreBLEU's corpus BLEU (default 13a
+tokenisation, 0-100) of the same strings. A reference piece missing from the training
+vocabulary is ``<unk>``, which decoding never produces, so such a sentence counts as wrong, as
+it is. Baseline (``baselines``): ``copy_source``, the source sentence as its own translation
+(exact match and BLEU on the test split), the floor a model must beat on text where much is
+left untranslated (names, placeholders, numbers). A model without attention is the same task
+with ``--attention none``: a training of its own, too costly to run after every training.
 
 Model (``rnnkit.models.seq2seq``): bidirectional LSTM/GRU encoder, attention (Luong or
 Bahdanau, or none), LSTM/GRU decoder trained with teacher forcing (cross-entropy per
@@ -44,13 +55,15 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Vocab, pad_sequences, split_indices
+from ..data.subwords import (HYPHEN, TOKENIZERS, TextTokenizer, normalize_text, tokenizer_from_dict,
+                             train_tokenizer, translation_detokenize, translation_tokenize)
 from ..data.datasets.numbers import (ParallelText, number_pairs, parse_int_list, read_parallel_tsv,
                                      split_numbers)
 from ..export import DecoderStepGraph, EncoderGraph, ExportSpec
 from ..models.seq2seq import ATTENTIONS, Seq2Seq, Seq2SeqConfig, beam_search, greedy_decode
 from ..training import StepOutput, module_device
 from ..viz.plots import save_figure
-from ..training.runfiles import positive
+from ..training.runfiles import CheckpointError, positive
 from .base import NoOptions, Task, TensorData, register, vocab_field
 
 __all__ = ["TranslateTask", "TranslateOptions", "translation_tokenize", "translation_detokenize",
@@ -58,36 +71,7 @@ __all__ = ["TranslateTask", "TranslateOptions", "translation_tokenize", "transla
 
 log = logging.getLogger(__name__)
 
-HYPHEN = "@-@"  # the token of a hyphen inside a word
 _NGRAMS = 4  # BLEU's n-gram orders
-
-
-def translation_tokenize(text: str, lower: bool = True) -> list[str]:
-    """Whitespace tokens, each in-word hyphen a token ``@-@`` of its own.
-
-    >>> translation_tokenize("Quatre-vingt-un mille")
-    ['quatre', '@-@', 'vingt', '@-@', 'un', 'mille']
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"translation_tokenize: text must be a str, got {type(text).__name__}")
-    tokens = []
-    for word in (text.lower() if lower else text).split():
-        parts = word.split("-")
-        if word == "-" or not all(parts):  # "-", "-x", "x--y": hyphens at the edges stay inside the word
-            tokens.append(word)
-            continue
-        for k, part in enumerate(parts):
-            tokens.extend([HYPHEN, part] if k else [part])
-    return tokens
-
-
-def translation_detokenize(tokens: Sequence[str]) -> str:
-    """The inverse of :func:`translation_tokenize` (on lower-cased, whitespace-normalised text).
-
-    >>> translation_detokenize(['quatre', '@-@', 'vingt', '@-@', 'un', 'mille'])
-    'quatre-vingt-un mille'
-    """
-    return " ".join(tokens).replace(f" {HYPHEN} ", "-")
 
 
 def bleu_stats(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
@@ -133,6 +117,9 @@ class TranslateOptions:
     train_size: int = 0  # training pairs, sampled (seeded) from the training numbers; 0 = all
     val_size: int = 1000  # val pairs, sampled (seeded) from the val numbers; 0 = all
     lower: bool = True  # lower-case source and target
+    source_tokenizer: str = "subword"  # word | char | subword (BPE fitted on the training sources)
+    target_tokenizer: str = "subword"  # word | char | subword: subword and char can spell unseen words
+    subword_vocab_size: int = 8000  # BPE pieces at most per side (specials and characters included)
     # -- model
     embedding_dim: int = 64
     cell: str = "gru"  # lstm | gru (or any models.CELLS name)
@@ -147,7 +134,7 @@ class TranslateOptions:
 
     def __post_init__(self) -> None:
         owner = "TranslateOptions"
-        for name in ("embedding_dim", "hidden_size", "num_layers", "beam_size", "max_number"):
+        for name in ("embedding_dim", "hidden_size", "num_layers", "beam_size", "max_number", "subword_vocab_size"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise ValueError(f"{owner}: {name} must be an int >= 1, got {getattr(self, name)!r}")
         for name in ("train_size", "val_size", "max_decode_len"):
@@ -160,6 +147,9 @@ class TranslateOptions:
             raise ValueError(f"{owner}: dropout must be in [0, 1], got {self.dropout}")
         if not self.length_alpha >= 0.0:
             raise ValueError(f"{owner}: length_alpha must be >= 0, got {self.length_alpha}")
+        for name in ("source_tokenizer", "target_tokenizer"):
+            if getattr(self, name) not in TOKENIZERS:
+                raise ValueError(f"{owner}: {name} must be one of {', '.join(TOKENIZERS)}, got {getattr(self, name)!r}")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"{owner}: attention must be one of {', '.join(ATTENTIONS)}, got {self.attention!r}")
         from ..models import CELLS
@@ -186,6 +176,17 @@ def _sample(items: list, size: int, seed: int) -> list:
     return [items[k] for k in keep]
 
 
+def _tokenizer_field(value, where) -> None:
+    """A ``meta_schema`` spec: a tokenizer's ``to_dict()`` (``rnnkit.data.subwords``)."""
+    try:
+        tokenizer_from_dict(value)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where[0]}: field {where[1]!r} is not a tokenizer ({e})") from None
+
+
+_tokenizer_field.describe = "a tokenizer"
+
+
 @register
 class TranslateTask(Task):
     name = "translate"
@@ -195,8 +196,10 @@ class TranslateTask(Task):
     metric, mode = "exact_match", "max"
     Options = TranslateOptions
     export = ExportSpec({"encoder": EncoderGraph, "decoder": DecoderStepGraph}, lengths=True)  # decoding stays outside
+    # The tokenizers are missing from runs made before they could be chosen: those used words.
     meta_schema = {"source_vocab": vocab_field(4), "target_vocab": vocab_field(4), "lower": bool,
-                   "max_decode_len": positive(int)}
+                   "max_decode_len": positive(int), "source_tokenizer?": _tokenizer_field,
+                   "target_tokenizer?": _tokenizer_field}
     # docs/results-translate.md: validation exact match reaches 1.0 after one epoch of the 95,060
     # training numbers; 3 epochs take about 10 minutes on one shared CPU core (the guard: 14).
     train_defaults = {"epochs": 3, "batch_size": 128, "lr": 3e-3, "schedule": "cosine", "max_minutes": 14.0,
@@ -205,6 +208,7 @@ class TranslateTask(Task):
     def __init__(self, options: TranslateOptions) -> None:
         super().__init__(options)
         self._vocabs: tuple[Vocab, Vocab] | None = None
+        self._tokenizers: tuple[TextTokenizer, TextTokenizer] | None = None
 
     # -- data -------------------------------------------------------------------------------
     def _splits(self, seed: int) -> dict[str, tuple[ParallelText, list[int]]]:
@@ -239,19 +243,23 @@ class TranslateTask(Task):
         o = self.options
         splits = self._splits(seed)
         train = splits["train"][0]
-        src_tokens = [translation_tokenize(s, o.lower) for s in train.sources]
-        tgt_tokens = [translation_tokenize(t, o.lower) for t in train.targets]
-        source_vocab, target_vocab = Vocab.build(src_tokens), Vocab.build(tgt_tokens)
-        self._vocabs = (source_vocab, target_vocab)
+        # Both tokenizers and vocabularies are fitted on the training split only.
+        source_tok = train_tokenizer(o.source_tokenizer, train.sources, o.lower, o.subword_vocab_size)
+        target_tok = train_tokenizer(o.target_tokenizer, train.targets, o.lower, o.subword_vocab_size)
+        src_tokens = [source_tok.tokenize(s) for s in train.sources]
+        tgt_tokens = [target_tok.tokenize(t) for t in train.targets]
+        source_vocab, target_vocab = source_tok.build_vocab(src_tokens), target_tok.build_vocab(tgt_tokens)
+        self._vocabs, self._tokenizers = (source_vocab, target_vocab), (source_tok, target_tok)
         longest = max(len(t) for t in tgt_tokens) + 1  # <eos> included
         self.meta = {
             "source_vocab": source_vocab.to_dict(), "target_vocab": target_vocab.to_dict(), "lower": o.lower,
+            "source_tokenizer": source_tok.to_dict(), "target_tokenizer": target_tok.to_dict(),
             "max_decode_len": o.max_decode_len or longest + 10,
             "sizes": {name: len(pairs.sources) for name, (pairs, _) in splits.items()},
             "examples": {name: [pairs.sources[0], pairs.targets[0]] for name, (pairs, _) in splits.items()},
         }
-        log.info("translate: %s pairs, vocabularies %d (source) and %d (target)", self.meta["sizes"],
-                 len(source_vocab), len(target_vocab))
+        log.info("translate: %s pairs, vocabularies %d (source, %s) and %d (target, %s)", self.meta["sizes"],
+                 len(source_vocab), source_tok.kind, len(target_vocab), target_tok.kind)
         return {name: self._encode(pairs, groups) for name, (pairs, groups) in splits.items()}
 
     def load_data(self, path: str) -> TensorData:
@@ -266,22 +274,45 @@ class TranslateTask(Task):
             self._vocabs = (Vocab.from_dict(self.meta["source_vocab"]), Vocab.from_dict(self.meta["target_vocab"]))
         return self._vocabs
 
+    @property
+    def tokenizers(self) -> tuple[TextTokenizer, TextTokenizer]:
+        """(source tokenizer, target tokenizer); a run without them in its meta used words."""
+        if self._tokenizers is None:  # a task restored from a run directory
+            legacy = {"kind": "word", "lower": self.meta["lower"], "split_punctuation": False}
+            self._tokenizers = (tokenizer_from_dict(self.meta.get("source_tokenizer", legacy)),
+                                tokenizer_from_dict(self.meta.get("target_tokenizer", legacy)))
+        return self._tokenizers
+
+    def detokenize(self, ids) -> str:
+        """Target ids (specials skipped) -> the normalised text they spell."""
+        return self.tokenizers[1].detokenize(self.vocabs[1].decode(ids))
+
     def encode_sources(self, sources: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Sentences -> ids (N, S) zero-padded, lengths (N,); an empty sentence becomes one <unk>."""
-        vocab = self.vocabs[0]
-        ids = [vocab.encode(translation_tokenize(s, self.meta["lower"])) or [vocab.unk_index] for s in sources]
+        vocab, tokenizer = self.vocabs[0], self.tokenizers[0]
+        ids = [vocab.encode(tokenizer.tokenize(s)) or [vocab.unk_index] for s in sources]
         batch = pad_sequences(ids)
         return batch.values, batch.lengths
 
     def _encode(self, pairs: ParallelText, groups: list[int]) -> TensorData:
         source, lengths = self.encode_sources(pairs.sources)  # (N, S), (N,)
-        target_vocab = self.vocabs[1]
+        target_vocab, tokenizer = self.vocabs[1], self.tokenizers[1]
         # <bos> y_1 .. y_n <eos>: the decoder reads [:-1] and predicts [1:].
-        ids = [target_vocab.encode(translation_tokenize(t, self.meta["lower"]), add_bos=True, add_eos=True)
-               for t in pairs.targets]
+        ids = [target_vocab.encode(tokenizer.tokenize(t), add_bos=True, add_eos=True) for t in pairs.targets]
         target = pad_sequences(ids)
         return TensorData({"source": source, "lengths": lengths, "target": target.values,
-                           "target_lengths": target.lengths, "group": torch.tensor(groups, dtype=torch.long)})
+                           "target_lengths": target.lengths, "group": torch.tensor(groups, dtype=torch.long)},
+                          raw=pairs)
+
+    def baselines(self, splits) -> dict[str, dict[str, float]]:
+        """copy_source: each test source sentence (normalised) as its own translation, scored
+        against the normalised references: exact_match and bleu, in the units of ``metrics``."""
+        test, lower = splits["test"].raw, self.meta["lower"]
+        copies = [normalize_text(s, lower) for s in test.sources]
+        references = [normalize_text(t, lower) for t in test.targets]
+        stats = bleu_stats(copies, references)
+        exact = sum(c == r for c, r in zip(copies, references)) / max(len(references), 1)
+        return {"copy_source": {"exact_match": exact, "bleu": bleu_from_stats(stats)}}
 
     # -- model and loss ---------------------------------------------------------------------
     def build_model(self) -> Seq2Seq:
@@ -311,15 +342,14 @@ class TranslateTask(Task):
 
     def _decode_stats(self, model, source, lengths, target_out, groups) -> dict[str, float]:
         """Exact-match counts and BLEU statistics of greedy and beam decoding of a batch."""
-        target_vocab = self.vocabs[1]
-        references = [translation_detokenize(target_vocab.decode(row)) for row in target_out]
+        references = [self.detokenize(row) for row in target_out]
         # A reference <unk> decodes to "<unk>", which no hypothesis contains: never an exact match.
         max_len, o = self.meta["max_decode_len"], self.options
         stats: dict[str, float] = {"sentences": len(references)}
         greedy = greedy_decode(model, source, lengths, max_len, o.length_alpha)
         beam = greedy if o.beam_size == 1 else beam_search(model, source, lengths, o.beam_size, max_len, o.length_alpha)
         for prefix, hyps in (("greedy_", greedy), ("", beam)):
-            texts = [translation_detokenize(target_vocab.decode(h.tokens)) for h in hyps]
+            texts = [self.detokenize(h.tokens) for h in hyps]
             hits = [t == r for t, r in zip(texts, references)]
             stats[f"{prefix}exact"] = sum(hits)
             stats.update({f"{prefix}{k}": v for k, v in bleu_stats(texts, references).items()})
@@ -354,7 +384,6 @@ class TranslateTask(Task):
         """Beam-search translations: ``{"input", "translation", "log_prob", "score"}`` per sentence."""
         o = self.options
         beam_size = o.beam_size if beam_size is None else beam_size
-        target_vocab = self.vocabs[1]
         rows = []
         for start in range(0, len(sources), 256):
             chunk = list(sources[start : start + 256])
@@ -362,7 +391,7 @@ class TranslateTask(Task):
             source = source.to(module_device(model))
             hyps = beam_search(model, source, lengths, beam_size, self.meta["max_decode_len"], o.length_alpha)
             for text, h in zip(chunk, hyps):
-                rows.append({"input": text, "translation": translation_detokenize(target_vocab.decode(h.tokens)),
+                rows.append({"input": text, "translation": self.detokenize(h.tokens),
                              "log_prob": round(h.log_prob, 4), "score": round(h.score, 4)})
         return rows
 
@@ -411,5 +440,5 @@ def plot_attention(run, source: str, path: str | Path) -> Path:
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel("source token")
     ax.set_ylabel("target token")
-    ax.set_title(f"{source}\n-> {translation_detokenize(target_vocab.decode(hyp.tokens))}", fontsize=9)
+    ax.set_title(f"{source}\n-> {task.detokenize(hyp.tokens)}", fontsize=9)
     return save_figure(fig, path)

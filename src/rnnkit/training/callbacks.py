@@ -1,9 +1,11 @@
-"""Callbacks the command line attaches: metrics.jsonl, a progress bar."""
+"""Callbacks the command line attaches: metrics.jsonl, a progress bar (loggers for other tools:
+``rnnkit.training.loggers``)."""
 from __future__ import annotations
 
 import json
 import os
 import sys
+from collections import deque
 from pathlib import Path
 
 from .trainer import Callback, Trainer
@@ -44,10 +46,17 @@ class JsonlLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar over all training steps, showing loss, the task metric and throughput."""
+    """A tqdm bar over the training steps: the running mean loss (of the last ``window`` steps),
+    the task metric, throughput and, under a time budget, the time left; then one bar per
+    evaluation (validation, test).
 
-    def __init__(self, metric: str) -> None:
-        self.metric, self.bar = metric, None
+    Under a time budget (``max_minutes``) the bar's total is the steps the budget is expected to
+    allow (``trainer.cadence.expected_steps``, from the speed so far), so its ETA is the budget's.
+    """
+
+    def __init__(self, metric: str, window: int = 50) -> None:
+        self.metric, self.bar, self.eval_bar = metric, None, None
+        self._recent: deque[tuple[float, int]] = deque(maxlen=window)
 
     def on_fit_start(self, trainer: Trainer) -> None:
         from tqdm.auto import tqdm
@@ -56,17 +65,52 @@ class ProgressBar(Callback):
         self.bar = tqdm(total=trainer.total_steps, initial=trainer.progress.step, unit="step", file=sys.stderr,
                         dynamic_ncols=True, mininterval=0.5, desc=getattr(trainer.task, "name", "train"))
         self._seen = trainer.progress.step
+        self._post: dict[str, str] = {}
+
+    def on_train_batch(self, trainer: Trainer, loss_sum: float, count: int) -> None:
+        self._recent.append((loss_sum, count))
+        step = trainer.progress.step
+        expected = trainer.cadence.expected_steps(step)
+        if trainer.cadence.budget_s and expected and expected != self.bar.total:
+            self.bar.total = expected
+        items = sum(c for _, c in self._recent)
+        self._post["loss"] = f"{sum(s for s, _ in self._recent) / items:.4f}" if items else "nan"
+        left = trainer.cadence.seconds_left
+        if left is not None:
+            self._post["left"] = f"{int(left) // 60}:{int(left) % 60:02d}"
+        self.bar.set_postfix(self._post, refresh=False)
+        self.bar.update(step - self._seen)
+        self._seen = step
 
     def on_step_end(self, trainer: Trainer, record: dict) -> None:
-        self.bar.update(record["step"] - self._seen)
-        self._seen = record["step"]
-        post = {"loss": f"{record.get('train_loss', float('nan')):.4f}", "samples/s": f"{record['samples_per_s']:.0f}"}
-        if f"train_{self.metric}" in record:
-            post[self.metric] = f"{record[f'train_{self.metric}']:.4f}"
+        self._post["samples/s"] = f"{record['samples_per_s']:.0f}"
+        if f"train_{self.metric}" in record and self.metric != "loss":
+            self._post[self.metric] = f"{record[f'train_{self.metric}']:.4f}"
         if trainer.last_val:
-            post[f"val_{self.metric}"] = f"{trainer.last_val.get(self.metric, float('nan')):.4f}"
-        self.bar.set_postfix(post, refresh=False)
+            self._post[f"val_{self.metric}"] = f"{trainer.last_val.get(self.metric, float('nan')):.4f}"
+        self.bar.set_postfix(self._post, refresh=False)
+
+    def on_eval_progress(self, trainer: Trainer, split: str, done: int, total: int | None) -> None:
+        from tqdm.auto import tqdm
+
+        if done == 1:  # a new evaluation (the one before may have been cut)
+            self.close_eval_bar()
+        if self.eval_bar is None:
+            self.eval_bar = tqdm(total=total, unit="batch", file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+                                 desc=f"{split} evaluation", leave=False)
+        self.eval_bar.update(done - self.eval_bar.n)
+        if total is not None and done >= total:
+            self.close_eval_bar()
+
+    def on_eval_end(self, trainer: Trainer, record: dict) -> None:
+        self.close_eval_bar()  # (a cut evaluation ends before its last batch)
+
+    def close_eval_bar(self) -> None:
+        if self.eval_bar is not None:
+            self.eval_bar.close()
+            self.eval_bar = None
 
     def on_fit_end(self, trainer: Trainer) -> None:
+        self.close_eval_bar()
         self.bar.update(trainer.progress.step - self._seen)
         self.bar.close()

@@ -8,8 +8,9 @@ A run directory holds::
     preprocess.json      the task's preprocessing state (labels, vocabulary, scalers)
     model.safetensors    the best weights (by the validation metric), float32 in every precision
     metrics.jsonl        one JSON object per logged train step / evaluation
-    summary.json         final and best metrics (test_*, val_*, best_val_*), throughput,
-                         the device and precision used
+    summary.json         final and best metrics (test_*, val_*, best_val_*), the task's baselines
+                         on the test split (baseline_<name>_test_<metric>), what the task chose by
+                         itself (chosen), throughput, the device and precision used
     plots/*.png          curves of every logged quantity
     checkpoints/last/    everything --resume needs
     manifest.json        the sha256 of config.json, preprocess.json, model.safetensors and summary.json,
@@ -25,6 +26,7 @@ import logging
 import os
 import shutil
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,7 @@ from .trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fit_run", "seed_everything", "data_snapshot", "SUMMARY_FIELDS"]
+__all__ = ["fit_run", "seed_everything", "data_snapshot", "baseline_metrics", "SUMMARY_FIELDS"]
 
 # What summary.json must hold for a complete run to be reported again (``--resume`` of a finished run).
 SUMMARY_FIELDS = {"task": str, "steps": int, "epochs": int, "stopped": str}
@@ -143,14 +145,38 @@ def _fit_run(task: RunTask, config: TrainConfig, out: Path, resume: bool, progre
             f"best_val_{task.metric}": p.best,
             **{f"val_{k}": v for k, v in trainer.last_val.items()},
             **{f"test_{k}": v for k, v in test.items()},
+            **baseline_metrics(task, splits, "test"),
         }
+        if isinstance(task.meta, dict) and isinstance(task.meta.get("chosen"), dict):
+            summary["chosen"] = task.meta["chosen"]  # what the task chose by itself for this data
         from ..viz.plots import plot_curves
 
-        plot_curves(out / "metrics.jsonl", out / "plots")  # first: summary.json marks the run complete
+        # first: summary.json marks the run complete; titled with the run's name, baselines drawn
+        plot_curves(out / "metrics.jsonl", out / "plots", title=out.name, baselines=summary)
         atomic_write_json(out / "summary.json", summary, run_dir=out)
         return summary
     finally:
         teardown()
+
+
+def baseline_metrics(task: Any, splits: Any, split: str) -> dict[str, float]:
+    """``task.baselines(splits)`` as ``{"baseline_<name>_<split>_<metric>": value}``.
+
+    The hook is optional (a task without one has no baselines). A baseline that fails (a
+    missing package, a fit that does not converge) costs a warning, never the trained run.
+    """
+    hook = getattr(task, "baselines", None)
+    if hook is None:
+        return {}
+    start = time.perf_counter()
+    try:
+        results = hook(splits)
+    except Exception as e:  # the model is trained and saved: report it without the baselines
+        log.warning("%s: no baselines (%s: %s)", getattr(task, "name", "task"), type(e).__name__, e)
+        return {}
+    log.info("%s: baselines computed in %.1f s", getattr(task, "name", "task"), time.perf_counter() - start)
+    return {f"baseline_{name}_{split}_{metric}": float(value)
+            for name, scores in results.items() for metric, value in scores.items()}
 
 
 def _recorded_train_config(out: Path) -> dict | None:

@@ -24,13 +24,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from .cadence import Cadence, Clock
 from .checkpoint import (TRAINER_STATE, CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint,
                          save_weights)
-from .device import (Precision, autocast, check_device, check_precision, module_device, move_to_device,
-                     resolve_device)
+from .device import Precision, check_device, check_precision, move_to_device, resolve_device
 from .distributed import DistInfo, all_reduce_sum
+from .evaluation import detach_state, evaluate_batches, weights_dtype
 from .protocol import Loader, ResumableLoader, StepOutput, TrainingTask
 
 __all__ = ["TrainConfig", "StepOutput", "Callback", "Trainer", "TrainingStopped", "detach_state", "evaluate_batches"]
@@ -41,32 +42,37 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     epochs: int = 20  # passes over the training data
-    max_minutes: float = 0.0  # wall-clock budget for training (the schedule ends with it); 0 = none
+    # wall-clock budget in minutes for training and the evaluations after it; the schedule,
+    # logging and validation scale to it (rnnkit.training.cadence); 0 = none
+    max_minutes: float = 0.0
     max_steps: int = 0  # budget of training batches (the schedule ends with it); 0 = none
-    batch_size: int = 64  # global batch size (split across processes)
-    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd and rmsprop only
-    schedule: str = "constant"  # constant | cosine | step (x0.5 every quarter of training)
-    warmup_steps: int = 0  # linear warm-up of the learning rate
-    clip_norm: float = 5.0  # gradient-norm clipping; 0 = off
-    bptt: int = 0  # truncated BPTT window in time steps; 0 = full BPTT
-    eval_every: int = 0  # evaluate every N steps; 0 = at the end of each epoch
-    patience: int = 0  # early stopping after N evaluations without improvement; 0 = off
-    on_nonfinite: str = "stop"  # a NaN/inf loss: "stop" training, or "skip" the step
-    log_every: int = 10  # steps between train records in metrics.jsonl
-    seed: int = 0
+    batch_size: int = 64  # sequences per optimizer step, over all processes together
+    optimizer: str = "adam"  # the optimizer: adam | adamw | sgd | rmsprop
+    lr: float = 3e-3  # learning rate of the optimizer (the schedule multiplies it)
+    weight_decay: float = 0.0  # L2 penalty on the weights (decoupled for adamw); 0 = none
+    momentum: float = 0.9  # momentum of sgd and rmsprop (the others ignore it)
+    schedule: str = "constant"  # learning-rate schedule: constant | cosine | step (x0.5 every quarter of training)
+    warmup_steps: int = 0  # steps of linear warm-up of the learning rate from 0; 0 = none
+    clip_norm: float = 5.0  # largest gradient norm: larger gradients are scaled down to it; 0 = no clipping
+    bptt: int = 0  # truncated BPTT: window in time steps, one update per window; 0 = full BPTT
+    eval_every: int = 0  # validate every N steps; 0 = at the end of each epoch
+    patience: int = 0  # early stopping after N validations without improvement; 0 = off
+    on_nonfinite: str = "stop"  # on a NaN/inf loss: stop (training ends, checkpoints kept) | skip (the step)
+    log_every: int = 10  # steps between train records in metrics.jsonl (under max_minutes: at most 1/50 of the run)
+    seed: int = 0  # seed of every random generator (data order, initial weights, dropout)
     # where to train: auto (CUDA when torch sees a GPU, else the CPU) | cpu | cuda | cuda:N;
     # under torchrun, auto and cuda give each process the GPU of its LOCAL_RANK
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    # 32 | bf16 (autocast to bfloat16, CPU or GPU) | 16-mixed (autocast to float16 + GradScaler, CUDA only);
-    # the weights stay float32 in every precision
-    precision: str = field(default="32", metadata={"help": "32 | bf16 | 16-mixed"})
+    device: str = "auto"
+    # arithmetic of the forward pass: 32 | bf16 (autocast to bfloat16, CPU or GPU) | 16-mixed (autocast
+    # to float16 + GradScaler, CUDA only); the weights stay float32 in every precision
+    precision: str = "32"
+    # metrics also go to: "" (metrics.jsonl only) | tensorboard (event files in RUN/tensorboard,
+    # `tensorboard --logdir RUN`; needs `pip install rnnkit[tensorboard]`)
+    logger: str = ""
 
     def validate(self) -> None:
         choices = {"optimizer": ("adam", "adamw", "sgd", "rmsprop"), "schedule": ("constant", "cosine", "step"),
-                   "on_nonfinite": ("stop", "skip")}
+                   "on_nonfinite": ("stop", "skip"), "logger": ("", "tensorboard")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig: {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -86,24 +92,16 @@ class TrainingStopped(RuntimeError):
 
 
 class Callback:
-    """Hooks called on rank 0. ``record`` is the dict written to metrics.jsonl."""
+    """Hooks called on rank 0. ``record`` is the dict written to metrics.jsonl (``on_step_end``
+    at the logged steps); ``on_train_batch`` comes after every step with its summed loss and
+    item count; ``on_eval_progress`` after every evaluated batch of ``split`` ("val", "test")."""
 
     def on_fit_start(self, trainer: "Trainer") -> None: ...
+    def on_train_batch(self, trainer: "Trainer", loss_sum: float, count: int) -> None: ...
     def on_step_end(self, trainer: "Trainer", record: dict) -> None: ...
+    def on_eval_progress(self, trainer: "Trainer", split: str, done: int, total: int | None) -> None: ...
     def on_eval_end(self, trainer: "Trainer", record: dict) -> None: ...
     def on_fit_end(self, trainer: "Trainer") -> None: ...
-
-
-def detach_state(state, dtype: torch.dtype | None = None):
-    """Cut the graph behind a recurrent state (tensor or nested tuple), keeping its values; with
-    ``dtype``, its floating-point tensors are cast to it (the trainer passes the weights' dtype
-    under autocast, where layers hand back a low-precision state: the carry stays float32)."""
-    if state is None:
-        return None
-    if isinstance(state, Tensor):
-        state = state.detach()
-        return state.to(dtype) if dtype is not None and state.is_floating_point() else state
-    return tuple(detach_state(s, dtype) for s in state)
 
 
 @dataclass
@@ -160,7 +158,9 @@ class Trainer:
         self.train_loader, self.val_loader = train_loader, val_loader
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.monitor, self.mode, self.dist = monitor, mode, dist
-        self.callbacks = list(callbacks) if dist.is_main else []
+        from .loggers import metric_loggers  # (it imports Callback from here)
+
+        self.callbacks = list(callbacks) + metric_loggers(config, run_dir) if dist.is_main else []
         self.device = resolve_device(config.device, "TrainConfig", "device",
                                      local_rank=dist.local_rank if dist.world > 1 else None)
         check_precision("TrainConfig", "precision", config.precision, self.device)  # 16-mixed needs CUDA
@@ -169,15 +169,18 @@ class Trainer:
         self.model = dist.wrap(model, self.device)
         # the state carried from batch to batch (truncated BPTT, streams) is kept in the weights'
         # dtype, as the next batch's input is: under autocast the layers return it in bf16/fp16
-        self._carry_dtype = _weights_dtype(model) if config.precision != "32" else None
+        self._carry_dtype = weights_dtype(model) if config.precision != "32" else None
         self.optimizer = _make_optimizer(config, model.parameters())
         self.total_steps = _planned_steps(config, _batches_per_epoch(train_loader))
         self.progress = _Progress()
-        self._budget_used = 0.0  # fraction of max_minutes spent, the same on every process
+        # when to log and evaluate; its clock (rank 0's) also measures the time budget's use
+        self.cadence = Cadence(config, self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(config, self.total_steps, lambda: self._budget_used))
+            self.optimizer, _lr_lambda(config, self.total_steps, lambda: self.cadence.budget_used))
         self.last_val: dict = {}
         self._last_eval_step = -1
+        self._deadline = None  # perf_counter() at which the time budget ends (set by fit)
+        self._last_eval_seconds = 0.0  # the last validation's duration (the final ones take about as long)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -193,6 +196,8 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_start(self)
         start = time.perf_counter() - p.elapsed
+        self._deadline = start + cfg.max_minutes * 60 if cfg.max_minutes else None
+        self.cadence.logged(p.step)
         while p.epoch < cfg.epochs and not p.stopped:
             if cfg.max_steps and p.step >= cfg.max_steps:  # (a resumed run that had spent it)
                 p.stopped = f"step budget of {cfg.max_steps} steps reached"
@@ -213,19 +218,21 @@ class Trainer:
                 p.timing["model"] += t_other - t_model
                 p.timing["samples"] += count
                 p.elapsed = t_other - start
-                self._budget_used = self._budget_fraction()
+                self.cadence.tick(self._clock())
                 # The schedule counts batches (its length is epochs * batches), not BPTT windows.
                 self.scheduler.step()
-                if p.step % cfg.log_every == 0 or p.step == 1:
+                for cb in self.callbacks:
+                    cb.on_train_batch(self, loss, count)
+                if self.cadence.log_due(p.step):
                     self._log_train(loss, count, stats)
                 t_eval = time.perf_counter()
-                if cfg.eval_every and p.step % cfg.eval_every == 0:
+                if self.cadence.eval_due(p.step, self._last_eval_step):
                     self._evaluate_and_checkpoint(carry)
                 t_data = time.perf_counter()
                 # evaluation and checkpoints are not part of a training step's cost
                 p.timing["other"] += t_eval - t_other
                 p.timing["eval"] += t_data - t_eval
-                if self._budget_used > 1.0:
+                if self.cadence.budget_spent():
                     p.stopped = p.stopped or f"time budget of {cfg.max_minutes} min reached"
                 if cfg.max_steps and p.step >= cfg.max_steps:
                     p.stopped = p.stopped or f"step budget of {cfg.max_steps} steps reached"
@@ -248,14 +255,16 @@ class Trainer:
             cb.on_fit_end(self)
         return p
 
-    def _budget_fraction(self) -> float:
-        """Fraction of the time budget spent: rank 0's clock, so every process stops at the same step."""
+    def _clock(self) -> Clock:
+        """Rank 0's time (under a budget): so every process logs, evaluates and stops at the same step."""
+        p = self.progress
         if not self.config.max_minutes:
-            return 0.0
-        elapsed = self.progress.elapsed
+            return Clock(p.elapsed)
+        clock = torch.tensor([p.elapsed, p.timing["eval"], self._last_eval_seconds], dtype=torch.float64)
         if self.dist.world > 1:  # the others' clocks count for nothing
-            elapsed = float(all_reduce_sum(elapsed if self.dist.is_main else 0.0, self.dist))
-        return elapsed / (self.config.max_minutes * 60)
+            clock = all_reduce_sum(clock.to(self.device) if self.dist.is_main else torch.zeros_like(clock, device=self.device),
+                                   self.dist).cpu()
+        return Clock(*clock.tolist())
 
     def _train_batch(self, batch, carry):
         """One batch: windows of truncated BPTT (or the whole batch), one update each."""
@@ -298,10 +307,20 @@ class Trainer:
 
     # -- evaluation, checkpoints ------------------------------------------------------------
 
-    def evaluate(self, loader: Loader) -> dict[str, float]:
+    def evaluate(self, loader: Loader, split: str = "test") -> dict[str, float]:
         """The task's metrics over every batch of ``loader`` (loss included), on the trainer's
-        device and in its precision."""
-        return evaluate_batches(self.task, self.raw_model, loader, self.device, self.precision.precision)
+        device and in its precision. After ``fit`` with ``max_minutes``, within what is left of
+        the budget: cut past it, the metrics then hold ``evaluated_fraction`` (see ``evaluate_batches``)."""
+        def progress(done: int, total: int | None) -> None:
+            for cb in self.callbacks:
+                cb.on_eval_progress(self, split, done, total)
+
+        t0 = time.perf_counter()
+        metrics = evaluate_batches(self.task, self.raw_model, loader, self.device, self.precision.precision,
+                                   deadline=self._deadline, on_batch=progress)
+        if split == "val":
+            self._last_eval_seconds = time.perf_counter() - t0
+        return metrics
 
     def _evaluate_and_checkpoint(self, carry) -> None:
         p = self.progress
@@ -309,7 +328,7 @@ class Trainer:
         if self.val_loader is None:
             self._checkpoint(carry, improved=True)
             return
-        metrics = self.evaluate(self.val_loader)
+        metrics = self.evaluate(self.val_loader, "val")
         value = metrics.get(self.monitor, float("nan"))
         better = math.isfinite(value) and (
             p.best is None or (value > p.best if self.mode == "max" else value < p.best)
@@ -398,42 +417,6 @@ class Trainer:
                   "samples_per_s": p.timing["samples"] / busy if busy else 0.0, **{f"train_{k}": v for k, v in metrics.items()}}
         for cb in self.callbacks:
             cb.on_step_end(self, record)
-
-
-@torch.no_grad()
-def evaluate_batches(task: TrainingTask, model: nn.Module, batches: Loader, device: torch.device | str | None = None,
-                     precision: str = "32") -> dict[str, float]:
-    """``task.metrics`` over every batch of ``batches``, the model in eval mode (restored after).
-
-    Losses and stats are summed over the batches first, so the metrics are those of the
-    whole data, whatever the batch sizes. A stateful task carries its state from batch to batch.
-    Each batch moves to ``device`` (default: the model's), and the steps run under autocast
-    for ``precision`` "bf16" or "16-mixed" (see ``rnnkit.training.device``).
-    """
-    device = module_device(model) if device is None else resolve_device(device, "evaluate_batches", "device")
-    check_precision("evaluate_batches", "precision", precision, device)
-    carry_dtype = _weights_dtype(model) if precision != "32" else None  # (as the trainer's carry)
-    was_training = model.training
-    model.eval()
-    totals: dict[str, float] = {"loss_sum": 0.0, "count": 0.0}
-    carry = None
-    try:
-        for batch in batches:
-            with autocast(precision, device):
-                out = task.step(model, move_to_device(batch, device), carry)
-            carry = detach_state(out.state, carry_dtype) if task.stateful else None
-            totals["loss_sum"] += float(out.loss_sum)
-            totals["count"] += out.count
-            for k, v in out.stats.items():
-                totals[k] = totals.get(k, 0.0) + float(v)
-    finally:
-        model.train(was_training)
-    return task.metrics(totals)
-
-
-def _weights_dtype(model: nn.Module) -> torch.dtype | None:
-    """The dtype of the model's first floating-point parameter (None without one)."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
 
 
 def _check_reiterable(name: str, loader, passes: bool) -> None:
