@@ -142,9 +142,9 @@ def test_resolve_device_and_targets_per_device():
     with pytest.raises(ValueError, match="got 'tpu'"):
         bench.resolve_device("tpu")
     standard, variant = bench.standard_cases()[0], bench.variant_cases()[0]
-    for shape in bench.CUDA_SHAPES:  # on CUDA: the standard rows only
+    for shape in bench.CUDA_SHAPES:  # on CUDA: the standard rows; the variants at (100, 64, 256) only
         assert bench.target_for(standard, shape, "cuda") == 1.05
-        assert bench.target_for(variant, shape, "cuda") is None
+        assert bench.target_for(variant, shape, "cuda") == (1.5 if shape == (100, 64, 256) else None)
     assert bench.target_for(variant, (100, 64, 256), "cpu") == 1.25
     assert bench.device_name("cpu") == "CPU"
 

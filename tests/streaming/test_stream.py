@@ -272,7 +272,9 @@ def _forecast_task(tmp_path, **options):
     values = 50 + 0.1 * t + 5 * np.sin(2 * np.pi * t / 6) + np.random.default_rng(0).normal(0, 0.5, 150)
     path = tmp_path / "series.csv"
     path.write_text("value\n" + "\n".join(repr(float(v)) for v in values) + "\n")
-    defaults = dict(data=str(path), column="value", season=6, window=10, horizon=4, arima="off", hidden_size=8)
+    # live forecasting needs normalize="global" (the default "auto" may choose "window")
+    defaults = dict(data=str(path), column="value", season=6, window=10, horizon=4, arima="off", hidden_size=8,
+                    normalize="global")
     task = ForecastTask(ForecastOptions(**{**defaults, **options}))
     task.prepare(seed=0)
     torch.manual_seed(9)

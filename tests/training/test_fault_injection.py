@@ -77,6 +77,7 @@ class Finished:
 
 def _start(argv, out: Path, fault: Fault = Fault()):
     output = out.with_name(f"{out.name}.{time.monotonic_ns()}.txt")  # beside the run: not one of its files
+    output.parent.mkdir(parents=True, exist_ok=True)
     return fault_helpers.start(argv, out, output, fault), output
 
 
