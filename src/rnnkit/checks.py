@@ -8,11 +8,13 @@ else of rnnkit).
 """
 from __future__ import annotations
 
+import math
 import numbers
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
-__all__ = ["check_int", "check_size", "check_bool", "check_choice", "check_dropout", "check_state_dict"]
+__all__ = ["check_int", "check_size", "check_bool", "check_choice", "check_dropout", "check_state_dict",
+           "nonfinite_places"]
 
 
 def check_int(owner: str, name: str, value: object, minimum: int | None = None) -> int:
@@ -70,3 +72,16 @@ def check_state_dict(owner: str, state: object, mine: Mapping[str, Any], progres
     for key, value in mine.items():
         if key not in progress_keys and state[key] != value:
             raise ValueError(f"{owner}: state[{key!r}] must equal this object's {value!r}, got {state[key]!r}")
+
+
+def nonfinite_places(obj: Any, where: str = "") -> Iterator[str]:
+    """The places (``probability``, ``[2].score``) of the non-finite floats (NaN, inf) in a
+    JSON-like ``obj`` (dicts, lists, tuples): what strict JSON cannot print."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        yield where or "the value"
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from nonfinite_places(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from nonfinite_places(v, f"{where}[{i}]")

@@ -19,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+from .checks import nonfinite_places
+
 __all__ = ["main"]
 
 # Commands that live in rnnkit.commands: name -> (module, help). Each module has
@@ -244,25 +246,13 @@ def _json_line(obj, command: str, nonfinite: str = "error") -> str:
     A non-finite number is a one-line ValueError naming where it is (``nonfinite="error"``), or
     null, with a warning on stderr (``"null"``: for a summary that is already saved).
     """
-    bad = list(_nonfinite(obj, ""))
+    bad = list(nonfinite_places(obj))
     if bad and nonfinite == "error":
         raise ValueError(f"{command}: the result holds a non-finite number at {', '.join(bad[:3])} "
                          "(NaN or inf: the model's outputs are not finite)")
     if bad:
         print(f"rnnkit: warning: {', '.join(bad[:3])} is not finite (NaN or inf): printed as null", file=sys.stderr)
     return json.dumps(_finite_or_none(obj), allow_nan=False, ensure_ascii=False)
-
-
-def _nonfinite(obj, where: str):
-    """The places (``probability``, ``[2].score``) of the non-finite floats in ``obj``."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        yield where or "the value"
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _nonfinite(v, f"{where}.{k}" if where else str(k))
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from _nonfinite(v, f"{where}[{i}]")
 
 
 def _finite_or_none(obj):

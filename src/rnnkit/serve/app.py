@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import shutil
 import tempfile
 from importlib import resources
@@ -31,6 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from ..checks import nonfinite_places
 from ..viz.report import render_template
 from .batching import Batched, MicroBatcher, run_predict
 from .config import ServeConfig
@@ -63,21 +63,10 @@ _GENERATE_DOC = {"requestBody": {"required": True, "content": {"application/json
 
 def finite_json(obj: Any) -> bytes:
     """``obj`` as strict JSON (no NaN or Infinity); a non-finite number is a RequestError (500) naming where."""
-    bad = next(_nonfinite(obj, ""), None)
+    bad = next(nonfinite_places(obj), None)
     if bad is not None:
         raise RequestError(500, bad, f"the model's output is not finite (NaN or inf) at {bad}")
     return json.dumps(obj, allow_nan=False).encode()
-
-
-def _nonfinite(obj: Any, where: str):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        yield where or "the value"
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _nonfinite(v, f"{where}.{k}" if where else str(k))
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from _nonfinite(v, f"{where}[{i}]")
 
 
 def page_html(models: dict[str, ServedModel]) -> str:
