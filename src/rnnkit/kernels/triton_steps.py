@@ -75,7 +75,20 @@ def _usable(device_type: str) -> bool:
 
 def _check(device_type: str) -> bool:
     """Every kernel, every compile-time branch: a tiny sequence through the kernels and through
-    torch operations, outputs and gradients compared (see the module docstring)."""
+    torch operations, outputs and gradients compared (see the module docstring). With gradients
+    and in float32 whatever mode the first call came in (no_grad, inference mode, autocast)."""
+    try:
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device_type, enabled=False):
+            _check_all(device_type)
+    except Exception as error:  # a kernel that does not compile or computes otherwise is not used
+        log.warning("rnnkit: the Triton step kernels failed their first-use check on %s (%s: %s); the "
+                    "LSTM and GRU variants run on torch operations there", device_type, type(error).__name__,
+                    str(error).splitlines()[0] if str(error) else "")
+        return False
+    return True
+
+
+def _check_all(device_type: str) -> None:
     from .gru_bptt import gru_kernel_sequence, gru_sequence  # they import this module
     from .lstm_bptt import lstm_kernel_sequence, lstm_sequence
 
@@ -86,22 +99,15 @@ def _check(device_type: str) -> bool:
         return (torch.rand(shape, generator=gen) - 0.5).to(device_type).requires_grad_()
 
     mask = torch.tensor([[True, True], [True, False], [True, False]], device=device_type)
-    try:
-        for on in (True, False):
-            def some(*shape):
-                return rand(*shape) if on else None
-            m = mask if on else None
-            _compare(lstm_kernel_sequence, lstm_sequence, rand(T, B, 4 * H), rand(B, H), rand(B, H),
-                     rand(4 * H, H), some(3 * H), m, some(4 * H), some(H), some(H))
-            for reset_after in (True, False):
-                _compare(gru_kernel_sequence, gru_sequence, rand(T, B, 3 * H), rand(B, H), rand(3 * H, H),
-                         some(3 * H), m, reset_after, some(3 * H))
-    except Exception as error:  # a kernel that does not compile or computes otherwise is not used
-        log.warning("rnnkit: the Triton step kernels failed their first-use check on %s (%s: %s); the "
-                    "LSTM and GRU variants run on torch operations there", device_type, type(error).__name__,
-                    str(error).splitlines()[0] if str(error) else "")
-        return False
-    return True
+    for on in (True, False):  # every option on (peepholes, norms, bias, mask), then every option off
+        def some(*shape):
+            return rand(*shape) if on else None
+        m = mask if on else None
+        _compare(lstm_kernel_sequence, lstm_sequence, rand(T, B, 4 * H), rand(B, H), rand(B, H),
+                 rand(4 * H, H), some(3 * H), m, some(4 * H), some(H), some(H))
+        for reset_after in (True, False):
+            _compare(gru_kernel_sequence, gru_sequence, rand(T, B, 3 * H), rand(B, H), rand(3 * H, H),
+                     some(3 * H), m, reset_after, some(3 * H))
 
 
 def _compare(kernel_fn, reference_fn, *args) -> None:
