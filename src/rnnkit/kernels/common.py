@@ -47,7 +47,6 @@ def step_kernels(args_type, buffers: dict[str, Tensor | None], T: int, B: int, H
 
     def kernel(name: str) -> Callable[[int], None]:
         return partial(getattr(lib, f"{name}_{dtype}"), ref)
-    kernel.buffers = buffers
     return kernel
 
 
