@@ -29,7 +29,7 @@ from .tasks import ENTRY_POINT_GROUP, Task, get_task
 from .training import TrainConfig, evaluate_batches, fit_run
 from .training.checkpoint import CheckpointError, load_weights
 from .training.device import module_device, resolve_device
-from .training.run import baseline_metrics
+from .training.run import baseline_metrics, split_metrics
 from .training.runfiles import check_fields, read_run_json, sha256_path, warn_unverified
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, device: str | torch.d
     else:
         dataset = task.load_data(data)
     metrics = evaluate_batches(task, run.model, task.loader(dataset, train_cfg.batch_size, shuffle=False), run.device)
+    metrics.update(split_metrics(task, run.model, dataset))
     split = "test" if data is None else "data"
     out = {f"{split}_{k}": v for k, v in metrics.items()}
     if splits is None:  # a file: the baselines still fit on the run's own training split

@@ -31,16 +31,18 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator, Mapping
 
+import torch
 from torch import nn
 
 from ..data import Vocab
 from ..export import ExportSpec
-from ..training import StepOutput
+from ..training import StepOutput, module_device, move_to_device
 from ..training.runfiles import CheckpointError
 from .loaders import IndexLoader, StreamLoader, TensorData
 
 __all__ = ["Task", "NoOptions", "IndexLoader", "StreamLoader", "TensorData", "register", "get_task", "all_tasks",
-           "TASKS", "ENTRY_POINT_GROUP", "vocab_field"]
+           "TASKS", "ENTRY_POINT_GROUP", "vocab_field",
+           "argmax_over_split"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +133,15 @@ class Task:
     def split_time(self, batch, window: int) -> list:
         raise ValueError(f"task {self.name} does not support truncated BPTT (--bptt)")
 
+    # -- whole-split results (optional hooks, looked up by rnnkit.training.run) -----------------
+    # split_metrics(model, data) -> {name: float}: metrics that need the whole split at once
+    #     (not sums over batches: where in a whole signal an alarm fires); they join the
+    #     batch metrics as test_<name> (training and `rnnkit evaluate`).
+    # label_predictions(model, data) -> (targets, predictions): a classifier's class ids over
+    #     the split, for the test confusion matrix (plots/confusion.png) and the per-class
+    #     report (summary.json's test_class_report); labels are meta["labels"].
+    # Both are called with the model in eval mode under torch.no_grad().
+
     # -- reference points -------------------------------------------------------------------
     def baselines(self, splits: Mapping[str, Any]) -> dict[str, dict[str, float]]:
         """The practitioner's baselines, on the split the model's test metrics come from.
@@ -161,6 +172,19 @@ class Task:
         device (as for ``predict``).
         """
         raise ValueError(f"task {self.name} does not generate text; use `rnnkit predict`")
+
+
+def argmax_over_split(task: Task, model: nn.Module, data: Any, logits_of) -> tuple[torch.Tensor, torch.Tensor]:
+    """A classifier's ``label_predictions``: the targets ``batch["y"]`` and the argmax of
+    ``logits_of(model, batch)`` ((B, C) logits) over every batch of ``data`` (the task's loader,
+    unshuffled), as two 1-D CPU tensors of class ids."""
+    device = module_device(model)
+    targets, predictions = [], []
+    for batch in task.loader(data, 256, shuffle=False):
+        batch = move_to_device(batch, device)
+        targets.append(batch["y"].cpu())
+        predictions.append(logits_of(model, batch).argmax(-1).cpu())  # (B,)
+    return torch.cat(targets), torch.cat(predictions)
 
 
 def vocab_field(min_specials: int = 2):

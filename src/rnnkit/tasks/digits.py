@@ -18,7 +18,7 @@ from ..export import ClassifierGraph, ExportSpec
 from ..models import ClassifierConfig, SequenceClassifier
 from ..training import StepOutput, module_device
 from ..training.runfiles import non_empty, positive
-from .base import NoOptions, Task, TensorData, register
+from .base import NoOptions, Task, TensorData, argmax_over_split, register
 from .baselines import majority_class, pixel_logistic
 
 __all__ = ["DigitsTask", "DigitsOptions"]
@@ -96,6 +96,10 @@ class DigitsTask(Task):
         loss_sum = F.cross_entropy(logits, batch["y"], reduction="sum")
         correct = (logits.argmax(-1) == batch["y"]).sum().item()
         return StepOutput(loss_sum, len(batch["y"]), {"correct": correct})
+
+    def label_predictions(self, model, data: TensorData) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split's true and predicted classes (the run's confusion matrix)."""
+        return argmax_over_split(self, model, data, lambda model, batch: model(batch["x"]))
 
     @torch.no_grad()
     def predict(self, model, inputs: list[str], options: NoOptions) -> list[dict]:

@@ -38,7 +38,7 @@ from ..export import ClassifierGraph, ExportSpec
 from ..models import CELLS, ClassifierConfig, SequenceClassifier
 from ..training import StepOutput, module_device
 from ..training.runfiles import non_empty, one_of, positive
-from .base import NoOptions, Task, TensorData, register, vocab_field
+from .base import NoOptions, Task, TensorData, argmax_over_split, register, vocab_field
 from .baselines import majority_class, tfidf_logistic
 
 __all__ = ["SentimentTask", "SentimentOptions", "TextSplits", "load_text_splits", "macro_f1",
@@ -304,6 +304,14 @@ class SentimentTask(Task):
         loss_sum = F.cross_entropy(logits, batch["y"], weight=weight, reduction="sum")
         stats = confusion_counts(logits.argmax(-1), batch["y"], logits.shape[1])
         return StepOutput(loss_sum, len(batch["y"]), stats)
+
+    def label_predictions(self, model, data: TensorData) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split's true and predicted classes (the run's confusion matrix)."""
+        def logits_of(model, batch):
+            lengths = batch["lengths"]  # (B,)
+            return model(batch["x"][:, : int(lengths.max())], lengths)  # (B, C)
+
+        return argmax_over_split(self, model, data, logits_of)
 
     def metrics(self, totals: dict) -> dict[str, float]:
         """loss (class-weighted when class_weights is on), accuracy and macro-F1 (f1)."""

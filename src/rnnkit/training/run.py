@@ -10,8 +10,9 @@ A run directory holds::
     metrics.jsonl        one JSON object per logged train step / evaluation
     summary.json         final and best metrics (test_*, val_*, best_val_*), the task's baselines
                          on the test split (baseline_<name>_test_<metric>), what the task chose by
-                         itself (chosen), throughput, the device and precision used
-    plots/*.png          curves of every logged quantity
+                         itself (chosen), throughput, the device and precision used; a classifier's
+                         per-class report on the test split (test_class_report)
+    plots/*.png          curves of every logged quantity; a classifier's test confusion matrix (confusion.png)
     checkpoints/last/    everything --resume needs
     manifest.json        the sha256 of config.json, preprocess.json, model.safetensors and summary.json,
                          rewritten with each of them; readers refuse a file that does not match
@@ -44,7 +45,8 @@ from .trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fit_run", "seed_everything", "data_snapshot", "baseline_metrics", "SUMMARY_FIELDS"]
+__all__ = ["fit_run", "seed_everything", "data_snapshot", "baseline_metrics", "split_metrics", "class_report_of",
+           "SUMMARY_FIELDS"]
 
 # What summary.json must hold for a complete run to be reported again (``--resume`` of a finished run).
 SUMMARY_FIELDS = {"task": str, "steps": int, "epochs": int, "stopped": str}
@@ -135,6 +137,7 @@ def _fit_run(task: RunTask, config: TrainConfig, out: Path, resume: bool, progre
             return {}
         model.load_state_dict(load_weights(out / "model.safetensors", run_dir=out))  # the best weights
         test = trainer.evaluate(loaders["test"])
+        test.update(split_metrics(task, model, splits["test"]))
         summary = {
             "task": task.name, "seed": config.seed, "steps": p.step, "epochs": p.epoch, "stopped": p.stopped,
             "device": str(trainer.device), "precision": config.precision,
@@ -147,6 +150,12 @@ def _fit_run(task: RunTask, config: TrainConfig, out: Path, resume: bool, progre
             **{f"test_{k}": v for k, v in test.items()},
             **baseline_metrics(task, splits, "test"),
         }
+        report = class_report_of(task, model, splits["test"])
+        if report is not None:
+            summary["test_class_report"], counts, labels = report
+            from ..viz.plots import plot_confusion
+
+            plot_confusion(counts, labels, out / "plots" / "confusion.png", title=f"{out.name}: test split")
         if isinstance(task.meta, dict) and isinstance(task.meta.get("chosen"), dict):
             summary["chosen"] = task.meta["chosen"]  # what the task chose by itself for this data
         from ..viz.plots import plot_curves
@@ -177,6 +186,46 @@ def baseline_metrics(task: Any, splits: Any, split: str) -> dict[str, float]:
     log.info("%s: baselines computed in %.1f s", getattr(task, "name", "task"), time.perf_counter() - start)
     return {f"baseline_{name}_{split}_{metric}": float(value)
             for name, scores in results.items() for metric, value in scores.items()}
+
+
+def split_metrics(task: Any, model: torch.nn.Module, data: Any) -> dict[str, float]:
+    """``task.split_metrics(model, data)``: the metrics that need a whole split at once (not sums
+    over batches, e.g. where in a whole signal an alarm fires), model in eval mode, no gradients.
+
+    The hook is optional; its keys join the batch metrics (``test_<key>`` in summary.json).
+    """
+    hook = getattr(task, "split_metrics", None)
+    if hook is None:
+        return {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return {k: float(v) for k, v in hook(model, data).items()}
+    finally:
+        model.train(was_training)
+
+
+def class_report_of(task: Any, model: torch.nn.Module, data: Any):
+    """For a classifier (a task with ``label_predictions(model, data) -> (targets, predictions)``,
+    class ids): ``(report, counts, labels)`` — the per-class precision / recall / F1 / support
+    (``rnnkit.viz.plots.class_report``), the (C, C) confusion counts and the label names
+    (``task.meta["labels"]``); None for other tasks."""
+    hook = getattr(task, "label_predictions", None)
+    labels = task.meta.get("labels") if isinstance(getattr(task, "meta", None), dict) else None
+    if hook is None or not labels:
+        return None
+    from ..viz.plots import class_report, confusion_matrix
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            targets, predictions = hook(model, data)
+    finally:
+        model.train(was_training)
+    counts = confusion_matrix(targets, predictions, len(labels))
+    return class_report(counts, list(labels)), counts, list(labels)
 
 
 def _recorded_train_config(out: Path) -> dict | None:
