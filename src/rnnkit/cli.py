@@ -110,6 +110,7 @@ def _tasks(args) -> int:
 
 
 def _train(argv: list[str]) -> int:
+    from .commands.catalog import add_train_run_flags
     from .runs import train
     from .tasks import all_tasks, get_task
     from .training import TrainConfig
@@ -125,10 +126,7 @@ def _train(argv: list[str]) -> int:
     task_cls = get_task(argv[0])
     parser = _Parser(prog=f"rnnkit train {task_cls.name}", description=task_cls.description,
                                      argument_default=argparse.SUPPRESS)
-    parser.add_argument("--out", metavar="DIR", help=f"run directory (default: runs/{task_cls.name})")
-    parser.add_argument("--config", metavar="FILE", help="a TOML file of option = value lines")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_train_run_flags(parser, task_cls.name)
     _add_dataclass_flags(parser.add_argument_group("training"), TrainConfig, task_cls.train_defaults)
     _add_dataclass_flags(parser.add_argument_group(f"{task_cls.name} options"), task_cls.Options)
     args = vars(parser.parse_args(argv[1:]))
@@ -147,7 +145,8 @@ def _train(argv: list[str]) -> int:
         raise ValueError(f"--config: unknown option(s) {', '.join(sorted(unknown))} for task {task_cls.name}")
     summary = train(task_cls.name, options, train_cfg, out, resume=resume, progress=progress)
     if summary:
-        shown = {k: v for k, v in summary.items() if k.startswith(("test_", "best_val_"))}
+        shown = {k: v for k, v in summary.items()  # (the per-class report stays in summary.json)
+                 if k.startswith(("test_", "best_val_")) and isinstance(v, (int, float))}
         print(f"{task_cls.name}: {_json_line(shown, 'train', nonfinite='null')}  ({summary['stopped']}; run directory {out})")
         if summary.get("chosen"):
             print(f"chosen for this data: {_json_line(summary['chosen'], 'train', nonfinite='null')}")

@@ -157,7 +157,7 @@ def test_train_writes_every_run_file(run):
     assert summary["best_val_accuracy"] == max(r["val_accuracy"] for r in records if r["split"] == "val")
 
     plots = sorted(p.name for p in (run / "plots").glob("*.png"))
-    assert plots == ["accuracy.png", "loss.png"]
+    assert plots == ["accuracy.png", "confusion.png", "loss.png"]  # confusion: the test split
     for name in plots:
         assert (run / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     leftovers = [p.name for p in run.rglob("*") if p.name.endswith((".tmp", ".old"))]

@@ -184,3 +184,35 @@ def test_confusion_matrix_and_per_class_report(tmp_path):
     assert plots.plot_confusion(counts, ["a", "b", "c"], tmp_path / "confusion.png", title="run").is_file()
     with pytest.raises(ValueError, match=r"confusion_matrix: predictions must be class ids in \[0, 3\), got 3..3"):
         plots.confusion_matrix([0], [3], num_classes=3)
+
+
+def test_time_spent_before_training_comes_out_of_the_budget():
+    c = Cadence(TrainConfig(max_minutes=1.0), planned_steps=None, spent=45.0)
+    c.tick(Clock(elapsed=10.0))
+    assert c.seconds_left == 5.0 and not c.budget_spent()
+    c.tick(Clock(elapsed=15.5))
+    assert c.budget_spent()
+    # a command that spent the whole budget before training still trains (1 s), never a negative budget
+    assert Cadence(TrainConfig(max_minutes=0.5), None, spent=99.0).budget_s == 1.0
+
+
+def test_a_run_charges_its_data_preparation_to_the_budget(tmp_path, monkeypatch):
+    from rnnkit.tasks.digits import DigitsOptions, DigitsTask
+    from rnnkit.training import fit_run, run
+
+    class SlowData(DigitsTask):
+        def prepare(self, seed):
+            time.sleep(0.5)
+            return super().prepare(seed)
+
+    seen = []
+
+    class Recording(Trainer):
+        def __init__(self, *args, budget_spent=0.0, **kwargs):
+            seen.append(budget_spent)
+            super().__init__(*args, budget_spent=budget_spent, **kwargs)
+
+    monkeypatch.setattr(run, "Trainer", Recording)
+    config = TrainConfig(epochs=1, max_steps=2, batch_size=64, max_minutes=1.0, seed=0)
+    fit_run(SlowData(DigitsOptions(hidden_size=8)), config, tmp_path / "run", progress=False)
+    assert len(seen) == 1 and seen[0] >= 0.5  # the prepare's sleep, and the baselines after it

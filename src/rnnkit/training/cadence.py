@@ -4,7 +4,8 @@ Without a time budget the configuration decides alone: a train record every ``lo
 steps (and at step 1), an evaluation every ``eval_every`` steps or at each epoch's end.
 
 With one (``max_minutes``) a short run must still draw a curve and the budget must hold for the
-whole command, the evaluations after training included:
+whole command, the data preparation and baselines before training and the evaluations after it
+included (training gets what preparing the data and the baselines left):
 
 1. the steps the budget allows are estimated from the speed so far (steps done / share of the
    budget spent, capped by the planned steps);
@@ -40,10 +41,12 @@ class Cadence:
     EVAL_SHARE = 0.25  # of the time spent, at most, for the evaluations added under a budget
     SETTLE = 0.02  # share of the budget spent before the speed is trusted for added evaluations
 
-    def __init__(self, config, planned_steps: int | None) -> None:
+    def __init__(self, config, planned_steps: int | None, spent: float = 0.0) -> None:
+        """``spent``: seconds of ``max_minutes`` the command used before training (reading the
+        data, the baselines); training and its final evaluations get the rest (1 s at least)."""
         self.log_every, self.eval_every = config.log_every, config.eval_every
         self.planned = planned_steps
-        self.budget_s = config.max_minutes * 60.0
+        self.budget_s = max(config.max_minutes * 60.0 - spent, 1.0) if config.max_minutes else 0.0
         self.clock = Clock()
         self.last_log = 0
 

@@ -38,7 +38,7 @@ from .callbacks import JsonlLogger, ProgressBar
 from .checkpoint import atomic_write_json, finish_swap, load_weights
 from .runfiles import RUN_FILES, read_run_bytes, read_run_json, record_existing, settle, sha256_path
 from .device import check_precision, resolve_device
-from .distributed import local_rank, setup, teardown
+from .distributed import all_reduce_sum, local_rank, setup, teardown
 from .lock import RunLock
 from .protocol import RunTask
 from .trainer import TrainConfig, Trainer
@@ -110,6 +110,7 @@ def _run_state(out: Path, resume: bool, config: TrainConfig) -> str:
 
 
 def _fit_run(task: RunTask, config: TrainConfig, out: Path, resume: bool, progress: bool, device) -> dict[str, Any]:
+    began = time.perf_counter()  # a time budget (max_minutes) covers the whole command from here
     dist = setup(device)
     try:
         seed_everything(config.seed)
@@ -130,8 +131,11 @@ def _fit_run(task: RunTask, config: TrainConfig, out: Path, resume: bool, progre
                                                     "data_files": data_snapshot(task.options)}, run_dir=out)
             atomic_write_json(out / "preprocess.json", task.meta, run_dir=out)
             callbacks = [JsonlLogger(out / "metrics.jsonl")] + ([ProgressBar(task.metric)] if progress else [])
+        # the baselines need no model: computed before training, their time comes out of its budget
+        baselines = baseline_metrics(task, splits, "test") if dist.is_main else {}
         trainer = Trainer(task, model, loaders["train"], loaders["val"], config, run_dir=out,
-                          monitor=task.metric, mode=task.mode, callbacks=callbacks, dist=dist)
+                          monitor=task.metric, mode=task.mode, callbacks=callbacks, dist=dist,
+                          budget_spent=_rank0(time.perf_counter() - began, dist))
         p = trainer.fit(resume=resume)
         if not dist.is_main:
             return {}
@@ -148,7 +152,7 @@ def _fit_run(task: RunTask, config: TrainConfig, out: Path, resume: bool, progre
             f"best_val_{task.metric}": p.best,
             **{f"val_{k}": v for k, v in trainer.last_val.items()},
             **{f"test_{k}": v for k, v in test.items()},
-            **baseline_metrics(task, splits, "test"),
+            **baselines,
         }
         report = class_report_of(task, model, splits["test"])
         if report is not None:
@@ -226,6 +230,11 @@ def class_report_of(task: Any, model: torch.nn.Module, data: Any):
         model.train(was_training)
     counts = confusion_matrix(targets, predictions, len(labels))
     return class_report(counts, list(labels)), counts, list(labels)
+
+
+def _rank0(seconds: float, dist) -> float:
+    """Rank 0's value on every process (a time budget must end on the same step everywhere)."""
+    return float(all_reduce_sum(seconds if dist.is_main else 0.0, dist))
 
 
 def _recorded_train_config(out: Path) -> dict | None:

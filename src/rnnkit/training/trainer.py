@@ -137,6 +137,9 @@ class Trainer:
         mode: "max" or "min" for the monitored metric.
         callbacks: Callback objects (logging, progress, plots).
         dist: rank and world size.
+        budget_spent: seconds of ``config.max_minutes`` the command used before training (reading
+            the data, the baselines): training and its final evaluations get the rest. Every
+            process must pass the same value (``fit_run`` passes rank 0's).
 
     The model moves to ``config.device`` (resolved: "auto" is CUDA when there is a GPU; under
     torchrun, ``cuda:LOCAL_RANK``) before the optimizer is built, and every batch follows it
@@ -148,7 +151,7 @@ class Trainer:
 
     def __init__(self, task: TrainingTask, model: nn.Module, train_loader: Loader, val_loader: Loader | None,
                  config: TrainConfig, run_dir: str | Path | None = None, monitor: str = "loss", mode: str = "min",
-                 callbacks: list[Callback] = (), dist: DistInfo = DistInfo()) -> None:
+                 callbacks: list[Callback] = (), dist: DistInfo = DistInfo(), budget_spent: float = 0.0) -> None:
         config.validate()
         if mode not in ("max", "min"):
             raise ValueError(f"Trainer: mode must be max or min, got {mode!r}")
@@ -174,7 +177,7 @@ class Trainer:
         self.total_steps = _planned_steps(config, _batches_per_epoch(train_loader))
         self.progress = _Progress()
         # when to log and evaluate; its clock (rank 0's) also measures the time budget's use
-        self.cadence = Cadence(config, self.total_steps)
+        self.cadence = Cadence(config, self.total_steps, spent=budget_spent)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(config, self.total_steps, lambda: self.cadence.budget_used))
         self.last_val: dict = {}
@@ -196,7 +199,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_start(self)
         start = time.perf_counter() - p.elapsed
-        self._deadline = start + cfg.max_minutes * 60 if cfg.max_minutes else None
+        self._deadline = start + self.cadence.budget_s if cfg.max_minutes else None
         self.cadence.logged(p.step)
         while p.epoch < cfg.epochs and not p.stopped:
             if cfg.max_steps and p.step >= cfg.max_steps:  # (a resumed run that had spent it)
