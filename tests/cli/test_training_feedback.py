@@ -216,3 +216,39 @@ def test_a_run_charges_its_data_preparation_to_the_budget(tmp_path, monkeypatch)
     config = TrainConfig(epochs=1, max_steps=2, batch_size=64, max_minutes=1.0, seed=0)
     fit_run(SlowData(DigitsOptions(hidden_size=8)), config, tmp_path / "run", progress=False)
     assert len(seen) == 1 and seen[0] >= 0.5  # the prepare's sleep, and the baselines after it
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_last_saves_the_final_weights_keep_best_the_best_validations(tmp_path, keep):
+    from rnnkit.training.checkpoint import load_weights
+
+    class Scripted(_SlowTask):
+        """Validation losses 1.0, 0.5, 0.9 at the three epochs' ends: the best is the second."""
+        def __init__(self):
+            super().__init__(pause=0.0)
+            self.val_losses = iter([1.0, 0.5, 0.9])
+
+        def metrics(self, totals):
+            return {"loss": next(self.val_losses)} if totals["count"] == 8 else super().metrics(totals)
+
+    torch.manual_seed(0)
+    model = nn.Linear(1, 1)
+    config = TrainConfig(epochs=3, lr=0.05, keep=keep, device="cpu")
+    snapshots = []
+
+    class Snapshot(JsonlLogger):
+        def on_eval_end(self, trainer, record):
+            snapshots.append({k: v.clone() for k, v in trainer.raw_model.state_dict().items()})
+
+    trainer = Trainer(Scripted(), model, _batches(5), _batches(2), config, run_dir=tmp_path,
+                      callbacks=[Snapshot(tmp_path / "metrics.jsonl")])
+    trainer.fit()
+    saved = load_weights(tmp_path / "model.safetensors", run_dir=tmp_path)
+    want = snapshots[-1] if keep == "last" else snapshots[1]
+    assert len(snapshots) == 3 and not torch.equal(snapshots[1]["weight"], snapshots[2]["weight"])
+    assert all(torch.equal(saved[k], want[k]) for k in want)
+
+
+def test_keep_must_be_best_or_last():
+    with pytest.raises(ValueError, match="TrainConfig: keep must be one of best, last, got 'first'"):
+        TrainConfig(keep="first").validate()

@@ -57,6 +57,9 @@ class TrainConfig:
     bptt: int = 0  # truncated BPTT: window in time steps, one update per window; 0 = full BPTT
     eval_every: int = 0  # validate every N steps; 0 = at the end of each epoch
     patience: int = 0  # early stopping after N validations without improvement; 0 = off
+    # the weights the run keeps: best (those of the best validation metric) | last (the final ones:
+    # validation only draws the curve; for validation sets too small to choose between epochs)
+    keep: str = "best"
     on_nonfinite: str = "stop"  # on a NaN/inf loss: stop (training ends, checkpoints kept) | skip (the step)
     log_every: int = 10  # steps between train records in metrics.jsonl (under max_minutes: at most 1/50 of the run)
     seed: int = 0  # seed of every random generator (data order, initial weights, dropout)
@@ -72,7 +75,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         choices = {"optimizer": ("adam", "adamw", "sgd", "rmsprop"), "schedule": ("constant", "cosine", "step"),
-                   "on_nonfinite": ("stop", "skip"), "logger": ("", "tensorboard")}
+                   "on_nonfinite": ("stop", "skip"), "logger": ("", "tensorboard"),
+                   "keep": ("best", "last")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig: {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -346,7 +350,7 @@ class Trainer:
         record = {"split": "val", "step": p.step, "epoch": p.epoch, **{f"val_{k}": v for k, v in metrics.items()}}
         for cb in self.callbacks:
             cb.on_eval_end(self, record)
-        self._checkpoint(carry, improved=better)
+        self._checkpoint(carry, improved=better or self.config.keep == "last")
 
     def _checkpoint(self, carry, improved: bool) -> None:
         if self.run_dir is None or not self.dist.is_main:
