@@ -107,3 +107,20 @@ def test_command_line_errors_are_one_line(runs, args, expected):
                           text=True, timeout=120, env=env)
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1 and expected in done.stderr, done.stderr
+
+
+def test_every_built_in_task_says_what_its_predict_reads():
+    from rnnkit.tasks import all_tasks
+
+    for name, cls in all_tasks().items():
+        if cls.__module__.startswith("rnnkit.tasks."):
+            inputs_of(cls)  # raises for a task serve would refuse at start-up
+
+
+def test_a_request_cannot_name_a_file_for_the_server_to_write():
+    from rnnkit.tasks.music import MusicGenerateOptions
+
+    with pytest.raises(RequestError) as e:
+        parse_generate({"bars": 2, "out": "/tmp/x.mid"}, MusicGenerateOptions, ServeConfig())
+    assert e.value.field == "out" and "may not set it" in str(e.value)
+    assert parse_generate({"bars": 2}, MusicGenerateOptions, ServeConfig()).options == {"bars": 2}

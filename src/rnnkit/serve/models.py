@@ -51,11 +51,15 @@ class Inputs:
 # rnnkit's own tasks; charlm has no predict (it generates)
 TASK_INPUTS: dict[str, Inputs] = {
     "sentiment": Inputs("text"), "tagging": Inputs("text"), "translate": Inputs("text"),
-    "adding": Inputs("text"), "copying": Inputs("text"),
+    "adding": Inputs("text"), "copy": Inputs("text"),
     "digits": Inputs("index", IMAGE_SUFFIXES), "mnist": Inputs("index", IMAGE_SUFFIXES),
     "speech": Inputs("none", AUDIO_SUFFIXES),
     "forecast": Inputs("number", per_input=False, empty_ok=True),
     "charlm": Inputs("none"),
+    "genome": Inputs("text"), "recommend": Inputs("text"), "caption": Inputs("index", IMAGE_SUFFIXES),
+    "sensors": Inputs("none", (".ts", ".csv")),
+    "alarm": Inputs("none", (".csv",), per_input=False),  # one row per alarm, not per input
+    "music": Inputs("none", (".mid", ".midi", ".musicxml", ".xml", ".mxl")),
 }
 
 
@@ -112,7 +116,8 @@ class ServedModel:
 
 
 def _fields(cls) -> dict[str, Any]:
-    return {f.name: f.default for f in dataclasses.fields(cls)}
+    """The options a request may set, with their defaults (not those that name a file to write)."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if not f.metadata.get("writes_file")}
 
 
 def load_models(run_dirs: list[str | Path], device: str = "cpu") -> dict[str, ServedModel]:

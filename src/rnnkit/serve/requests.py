@@ -85,10 +85,14 @@ def check_value(value: Any, kind: Inputs, where: str, config: ServeConfig) -> st
 
 def parse_options(cls, given: dict[str, Any], config: ServeConfig, owner: str) -> dict[str, Any]:
     """The fields of dataclass ``cls`` in ``given``, typed as declared and checked one by one by
-    the dataclass itself; an int field over ``config.max_steps`` is a 413."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    the dataclass itself; an int field over ``config.max_steps`` is a 413; a field whose metadata
+    says ``writes_file`` (music's ``out``) is a 422: no request names a path on the server."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("writes_file")}
     out = {}
     for name, value in given.items():
+        if name in {f.name for f in dataclasses.fields(cls)} - set(fields):
+            raise RequestError(422, name, f"{owner}: {name} names a file to write on the server's machine; "
+                                          "a request may not set it")
         if name not in fields:
             known = ", ".join(fields) or "none"
             raise RequestError(422, name, f"{owner} takes no field {name!r} (its options: {known})")
