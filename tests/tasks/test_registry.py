@@ -9,7 +9,8 @@ import pytest
 from rnnkit.tasks import TASKS, IndexLoader, StreamLoader, TensorData, all_tasks, get_task
 from rnnkit.training import ResumableLoader, RunTask
 
-BUILT_IN = ["adding", "charlm", "copy", "digits", "forecast", "mnist", "sentiment", "speech", "tagging", "translate"]
+BUILT_IN = ["adding", "alarm", "caption", "charlm", "copy", "digits", "forecast", "genome", "mnist", "music", "recommend",
+            "sensors", "sentiment", "speech", "tagging", "translate"]
 
 
 def test_every_module_of_the_package_registers_its_task():
@@ -29,7 +30,7 @@ def test_each_task_keeps_the_protocols(name):
     assert list(inspect.signature(cls.predict).parameters) == ["self", "model", "inputs", "options"]
     assert list(inspect.signature(cls.generate).parameters) == ["self", "model", "options"]
     assert cls.GenerateOptions is None or dataclasses.is_dataclass(cls.GenerateOptions)
-    assert (cls.GenerateOptions is not None) == (name == "charlm")
+    assert (cls.GenerateOptions is not None) == (name in ("charlm", "music"))
 
 
 def test_the_task_loaders_resume_exactly():
@@ -43,5 +44,5 @@ def test_the_task_loaders_resume_exactly():
 
 
 def test_an_unknown_task_names_the_choices():
-    with pytest.raises(ValueError, match="unknown task 'nosuch'; choose one of: adding, charlm"):
+    with pytest.raises(ValueError, match="unknown task .nosuch.; choose one of: adding, alarm, caption, charlm, copy, digits, forecast, genome"):
         get_task("nosuch")
