@@ -49,7 +49,7 @@ from ..training import StepOutput, module_device
 from ..training.runfiles import non_empty, positive
 from .base import NoOptions, Task, TensorData, register, vocab_field
 from .baselines import classification_scores, evenly_spaced, majority_class
-from .sentiment import confusion_counts, macro_f1
+from .sentiment import classification_metrics, confusion_counts
 
 __all__ = ["GenomeTask", "GenomeOptions", "stratified_split", "central", "kmer_logistic", "onehot_logistic",
            "KMER_MAX_ROWS"]
@@ -257,10 +257,7 @@ class GenomeTask(Task):
 
     def metrics(self, totals: dict) -> dict[str, float]:
         """loss, accuracy and macro-F1 (f1)."""
-        count = max(totals["count"], 1)
-        classes = range(len(self.meta["labels"]))
-        tp, fp, fn = ([totals.get(f"{kind}_{k}", 0.0) for k in classes] for kind in ("tp", "fp", "fn"))
-        return {"loss": totals["loss_sum"] / count, "accuracy": sum(tp) / count, "f1": macro_f1(tp, fp, fn)}
+        return classification_metrics(totals, len(self.meta["labels"]))
 
     # -- using a trained model --------------------------------------------------------------
     @torch.no_grad()

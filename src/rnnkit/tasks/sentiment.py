@@ -41,7 +41,7 @@ from ..training.runfiles import non_empty, one_of, positive
 from .base import NoOptions, Task, TensorData, argmax_over_split, register, vocab_field
 from .baselines import majority_class, tfidf_logistic
 
-__all__ = ["SentimentTask", "SentimentOptions", "TextSplits", "load_text_splits", "macro_f1",
+__all__ = ["SentimentTask", "SentimentOptions", "TextSplits", "load_text_splits", "macro_f1", "classification_metrics",
            "confusion_counts", "cooccurrence_embeddings", "tfidf_baseline"]
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,14 @@ def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int)
         stats[f"fp_{k}"] = int(predicted[k] - tp[k])
         stats[f"fn_{k}"] = int(actual[k] - tp[k])
     return stats
+
+
+def classification_metrics(totals: dict, num_classes: int) -> dict[str, float]:
+    """loss, accuracy and macro-F1 (f1) from summed stats: ``loss_sum``, ``count`` and the
+    ``confusion_counts`` of ``num_classes`` classes."""
+    count = max(totals["count"], 1)
+    tp, fp, fn = ([totals.get(f"{kind}_{k}", 0.0) for k in range(num_classes)] for kind in ("tp", "fp", "fn"))
+    return {"loss": totals["loss_sum"] / count, "accuracy": sum(tp) / count, "f1": macro_f1(tp, fp, fn)}
 
 
 def macro_f1(tp: Sequence[float], fp: Sequence[float], fn: Sequence[float]) -> float:
@@ -315,10 +323,7 @@ class SentimentTask(Task):
 
     def metrics(self, totals: dict) -> dict[str, float]:
         """loss (class-weighted when class_weights is on), accuracy and macro-F1 (f1)."""
-        count = max(totals["count"], 1)
-        classes = range(len(self.meta["labels"]))
-        tp, fp, fn = ([totals.get(f"{kind}_{k}", 0.0) for k in classes] for kind in ("tp", "fp", "fn"))
-        return {"loss": totals["loss_sum"] / count, "accuracy": sum(tp) / count, "f1": macro_f1(tp, fp, fn)}
+        return classification_metrics(totals, len(self.meta["labels"]))
 
     # -- using a trained model --------------------------------------------------------------
     @torch.no_grad()

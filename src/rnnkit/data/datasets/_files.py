@@ -6,6 +6,7 @@ never a read of a file too large to hold (a text data file is read whole, then p
 """
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -47,6 +48,25 @@ def text_lines(text: str) -> io.StringIO:
     """``text`` as a file of lines split at ``\\n``, ``\\r`` or ``\\r\\n``, kept untranslated (as
     ``open(..., newline="")`` gives them, which ``csv.reader`` expects)."""
     return io.StringIO(text, newline="")
+
+
+def csv_rows(owner: str, path: Path) -> list[tuple[int, list[str]]]:
+    """The rows of a UTF-8 CSV file that are not blank, each with its line number (a quoted field
+    may span lines): ``[(line, cells), ...]``. A file that is not valid CSV (a quote in the wrong
+    place, a field over the csv module's size limit) raises one ValueError naming file and line."""
+    reader = csv.reader(text_lines(read_text(owner, path, encoding="utf-8-sig")))
+    numbered, line = [], 1
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                numbered.append((line, row))
+            line = reader.line_num + 1
+    except csv.Error as e:
+        if "field limit" in str(e):
+            raise ValueError(f"{owner}: {path} line {reader.line_num}: a field is longer than "
+                             f"{csv.field_size_limit():,} characters, the CSV field size limit") from None
+        raise ValueError(f"{owner}: {path} line {reader.line_num}: not valid CSV ({e})") from None
+    return numbered
 
 
 def shown(names: list[str], limit: int = 20) -> str:

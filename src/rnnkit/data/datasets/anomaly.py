@@ -19,7 +19,6 @@ the length of its normal training part (the leading rows guaranteed free of anom
 """
 from __future__ import annotations
 
-import csv
 import importlib.util
 import math
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import read_text, shown, text_lines
+from ._files import csv_rows, shown
 
 __all__ = ["LabelledSignal", "ANOMALY_SETS", "LABEL_COLUMN", "TIME_COLUMN", "load_kdd_tsad_135",
            "read_anomaly_csv", "load_anomaly_signal", "anomaly_regions"]
@@ -96,16 +95,7 @@ ANOMALY_SETS = {"KDD-TSAD_135": load_kdd_tsad_135}
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
     """(line number, cells) of the rows that are not blank; a one-line ValueError for bad CSV."""
-    reader = csv.reader(text_lines(read_text("read_anomaly_csv", path, encoding="utf-8-sig")))
-    numbered, line = [], 1
-    try:
-        for row in reader:
-            if any(cell.strip() for cell in row):
-                numbered.append((line, row))
-            line = reader.line_num + 1
-    except csv.Error as e:  # a field over the size limit, a quote in the wrong place
-        raise ValueError(f"read_anomaly_csv: {path} line {reader.line_num}: not valid CSV ({e})") from None
-    return numbered
+    return csv_rows("read_anomaly_csv", path)
 
 
 def read_anomaly_csv(path: str | os.PathLike, columns: str = "", labels_required: bool = True) -> LabelledSignal:

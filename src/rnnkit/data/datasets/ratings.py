@@ -15,14 +15,13 @@ item, a time that is neither), never a skip: a skipped row silently changes a us
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from ._files import read_text, shown, text_lines
+from ._files import csv_rows, shown
 
 __all__ = ["Interactions", "load_movielens", "read_interactions", "histories", "id_order"]
 
@@ -99,16 +98,7 @@ def read_interactions(path: str | os.PathLike, user_column: str = "user", item_c
     path = Path(path)
     if path.suffix.lower() != ".csv":
         raise ValueError(f"{owner}: path must end in .csv, got {str(path)!r}")
-    reader = csv.reader(text_lines(read_text(owner, path, encoding="utf-8-sig")))
-    numbered = []  # (line, row) of the rows that are not blank; a quoted field may span lines
-    line = 1
-    try:
-        for row in reader:
-            if any(cell.strip() for cell in row):
-                numbered.append((line, row))
-            line = reader.line_num + 1
-    except csv.Error as e:  # a field over the size limit, a quote in the wrong place
-        raise ValueError(f"{owner}: {path} line {reader.line_num}: not valid CSV ({e})") from None
+    numbered = csv_rows(owner, path)  # (line, row) of the rows that are not blank
     if not numbered:
         raise ValueError(f"{owner}: {path} is empty (expected a header row naming the columns)")
     header_line, header = numbered[0][0], [cell.strip() for cell in numbered[0][1]]

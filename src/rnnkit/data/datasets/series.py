@@ -16,7 +16,6 @@ A package that is missing raises ``ValueError`` saying what to ``pip install``.
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import read_text, shown, text_lines
+from ._files import csv_rows, shown
 
 __all__ = ["Series", "SERIES", "load_sunspots", "load_co2", "load_msft", "read_csv_series", "load_series"]
 
@@ -110,19 +109,7 @@ def read_csv_series(path: str | os.PathLike, column: str = "", date_column: str 
     512 MiB, or a field over the csv module's limit (131,072 characters), is refused too.
     """
     path = Path(path)
-    reader = csv.reader(text_lines(read_text("read_csv_series", path, encoding="utf-8-sig")))
-    numbered = []  # (line, row) of the rows that are not blank; a quoted field may span lines
-    line = 1
-    try:
-        for row in reader:
-            if any(cell.strip() for cell in row):
-                numbered.append((line, row))
-            line = reader.line_num + 1
-    except csv.Error as e:  # a field over the size limit, a quote in the wrong place
-        if "field limit" in str(e):
-            raise ValueError(f"read_csv_series: {path} line {reader.line_num}: a field is longer than "
-                             f"{csv.field_size_limit():,} characters, the CSV field size limit") from None
-        raise ValueError(f"read_csv_series: {path} line {reader.line_num}: not valid CSV ({e})") from None
+    numbered = csv_rows("read_csv_series", path)  # (line, row) of the rows that are not blank
     if not numbered:
         raise ValueError(f"read_csv_series: {path} is empty (expected a header row naming the columns)")
     header = [cell.strip() for cell in numbered[0][1]]
