@@ -252,3 +252,7 @@ def test_keep_last_saves_the_final_weights_keep_best_the_best_validations(tmp_pa
 def test_keep_must_be_best_or_last():
     with pytest.raises(ValueError, match="TrainConfig: keep must be one of best, last, got 'first'"):
         TrainConfig(keep="first").validate()
+
+
+def test_a_budget_shorter_than_a_second_is_kept_whatever_was_spent_before():
+    assert Cadence(TrainConfig(max_minutes=1e-9), None, spent=5.0).budget_s == pytest.approx(6e-8)

@@ -43,10 +43,12 @@ class Cadence:
 
     def __init__(self, config, planned_steps: int | None, spent: float = 0.0) -> None:
         """``spent``: seconds of ``max_minutes`` the command used before training (reading the
-        data, the baselines); training and its final evaluations get the rest (1 s at least)."""
+        data, the baselines); training and its final evaluations get the rest (at least 1 s, or
+        the whole budget when it is shorter: a command that spent it all still trains a step)."""
         self.log_every, self.eval_every = config.log_every, config.eval_every
         self.planned = planned_steps
-        self.budget_s = max(config.max_minutes * 60.0 - spent, 1.0) if config.max_minutes else 0.0
+        budget = config.max_minutes * 60.0
+        self.budget_s = max(budget - spent, min(budget, 1.0)) if config.max_minutes else 0.0
         self.clock = Clock()
         self.last_log = 0
 
