@@ -121,19 +121,8 @@ class Captioner(Seq2Seq):
     def encode(self, source: Tensor, lengths: Tensor) -> tuple[Memory, object]:
         """source (B, W * R) columns, lengths (B,) columns -> (Memory, the decoder's initial state)."""
         B = source.shape[0]
-        R, L, H = self.image_config.rows, self.config.num_layers, self.config.hidden_size
+        R = self.image_config.rows
         x = self.columns(source.view(B, -1, R))  # (B, S, F)
         S = x.shape[1]
         steps = torch.clamp(lengths.to(source.device) // self.stride, 1, S)  # (B,) encoder steps
-        outputs, state = self.encoder(self.dropout(x), lengths=steps)  # (B, S, 2H); each state part (2L, B, H)
-
-        def both_directions(s: Tensor) -> Tensor:
-            return s.view(L, 2, B, H).permute(0, 2, 1, 3).reshape(L, B, 2 * H)  # (L, B, 2H)
-
-        h = both_directions(state[0] if self.is_lstm else state)
-        init = torch.tanh(self.bridge_h(h))  # (L, B, D)
-        if self.is_lstm:
-            init = (init, torch.tanh(self.bridge_c(both_directions(state[1]))))
-        mask = torch.arange(S, device=source.device)[None, :] < steps[:, None]  # (B, S)
-        keys = outputs.new_zeros(B, S, 0) if self.config.attention == "none" else self.key(outputs)  # (B, S, D)
-        return Memory(outputs, mask, keys, h[-1]), init
+        return self.encode_inputs(self.dropout(x), steps)

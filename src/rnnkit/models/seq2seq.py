@@ -132,8 +132,14 @@ class Seq2Seq(nn.Module):
     # -- encoder ---------------------------------------------------------------------------
     def encode(self, source: Tensor, lengths: Tensor) -> tuple[Memory, object]:
         """source (B, S) ids, lengths (B,) -> (Memory, the decoder's initial state)."""
-        B, S = source.shape  # batch, source steps
         x = self.dropout(self.source_embedding(source))  # (B, S, E)
+        return self.encode_inputs(x, lengths)
+
+    def encode_inputs(self, x: Tensor, lengths: Tensor) -> tuple[Memory, object]:
+        """The encoder over inputs already made (B, S, F), lengths (B,) -> (Memory, the decoder's
+        initial state): the recurrent encoder, the bridge to the decoder and the attention keys
+        (``encode`` feeds it embedded ids; a subclass may feed other features, e.g. image columns)."""
+        B, S = x.shape[:2]  # batch, source steps
         outputs, state = self.encoder(x, lengths=lengths)  # (B, S, 2H); each state part (2L, B, H)
         L, H = self.config.num_layers, self.config.hidden_size
 
@@ -144,7 +150,7 @@ class Seq2Seq(nn.Module):
         init = torch.tanh(self.bridge_h(h))  # (L, B, D)
         if self.is_lstm:
             init = (init, torch.tanh(self.bridge_c(both_directions(state[1]))))
-        mask = torch.arange(S, device=source.device)[None, :] < lengths.to(source.device)[:, None]  # (B, S)
+        mask = torch.arange(S, device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, S)
         if self.config.attention == "none":
             keys = outputs.new_zeros(B, S, 0)
         else:
