@@ -201,13 +201,8 @@ def split_metrics(task: Any, model: torch.nn.Module, data: Any) -> dict[str, flo
     hook = getattr(task, "split_metrics", None)
     if hook is None:
         return {}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return {k: float(v) for k, v in hook(model, data).items()}
-    finally:
-        model.train(was_training)
+    with _evaluating(model):
+        return {k: float(v) for k, v in hook(model, data).items()}
 
 
 def class_report_of(task: Any, model: torch.nn.Module, data: Any):
@@ -221,15 +216,22 @@ def class_report_of(task: Any, model: torch.nn.Module, data: Any):
         return None
     from ..viz.plots import class_report, confusion_matrix
 
+    with _evaluating(model):
+        targets, predictions = hook(model, data)
+    counts = confusion_matrix(targets, predictions, len(labels))
+    return class_report(counts, list(labels)), counts, list(labels)
+
+
+@contextlib.contextmanager
+def _evaluating(model: torch.nn.Module):
+    """The model in eval mode without gradients inside the block, its mode restored after."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            targets, predictions = hook(model, data)
+            yield
     finally:
         model.train(was_training)
-    counts = confusion_matrix(targets, predictions, len(labels))
-    return class_report(counts, list(labels)), counts, list(labels)
 
 
 def _rank0(seconds: float, dist) -> float:
