@@ -18,11 +18,17 @@ _LAZY = {
     "cells": "rnnkit.cells", "viz": "rnnkit.viz",
     "RNNCell": "rnnkit.cells", "LSTMCell": "rnnkit.cells", "GRUCell": "rnnkit.cells",
     "RNN": "rnnkit.layers", "LSTM": "rnnkit.layers", "GRU": "rnnkit.layers", "Recurrent": "rnnkit.layers",
+    "MinGRU": "rnnkit.layers", "MinLSTM": "rnnkit.layers", "IndRNN": "rnnkit.layers", "SRU": "rnnkit.layers",
+    "SLSTM": "rnnkit.layers", "MLSTM": "rnnkit.layers", "CellLayer": "rnnkit.layers",
+    "MinGRUCell": "rnnkit.cells", "MinLSTMCell": "rnnkit.cells", "IndRNNCell": "rnnkit.cells",
+    "SRUCell": "rnnkit.cells", "SLSTMCell": "rnnkit.cells", "MLSTMCell": "rnnkit.cells",
     "Stream": "rnnkit.streaming", "CTCStreamDecoder": "rnnkit.streaming",
     "load": "rnnkit.runs",
 }
 
 __all__ = ["cells", "viz", "RNN", "LSTM", "GRU", "Recurrent", "RNNCell", "LSTMCell", "GRUCell",
+           "MinGRU", "MinLSTM", "IndRNN", "SRU", "SLSTM", "MLSTM", "CellLayer",
+           "MinGRUCell", "MinLSTMCell", "IndRNNCell", "SRUCell", "SLSTMCell", "MLSTMCell",
            "Stream", "CTCStreamDecoder", "load", "__version__"]
 
 

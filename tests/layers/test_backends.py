@@ -16,7 +16,8 @@ import torch
 import rnnkit
 import rnnkit.export  # noqa: F401  (registers the "onnx" backends)
 import rnnkit.streaming  # noqa: F401  (registers the "stream" backends)
-from rnnkit.cells import KINDS, BoundCell, GRUConfig, LSTMConfig, RNNConfig
+from rnnkit.cells import (KINDS, BoundCell, GRUConfig, IndRNNConfig, LSTMConfig, MinGRUConfig, MinLSTMConfig,
+                          MLSTMConfig, RNNConfig, SLSTMConfig, SRUConfig)
 from rnnkit.cells.lstm import LSTM_KIND, lstm_step
 from rnnkit.layers import backends, run_direction
 
@@ -35,9 +36,14 @@ FLAG_VALUES = {
     "layer_norm": (False, True),
     "reset_after": (True, False),
     "nonlinearity": ("tanh", "relu"),
+    "num_heads": (1, 2),
 }
-CONFIGS = {"lstm": LSTMConfig, "gru": GRUConfig, "rnn": RNNConfig}
-LAYERS = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN}
+CONFIGS = {"lstm": LSTMConfig, "gru": GRUConfig, "rnn": RNNConfig, "mingru": MinGRUConfig,
+           "minlstm": MinLSTMConfig, "mlstm": MLSTMConfig, "indrnn": IndRNNConfig, "sru": SRUConfig,
+           "slstm": SLSTMConfig}
+LAYERS = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN, "mingru": rnnkit.MinGRU,
+          "minlstm": rnnkit.MinLSTM, "mlstm": rnnkit.MLSTM, "indrnn": rnnkit.IndRNN, "sru": rnnkit.SRU,
+          "slstm": rnnkit.SLSTM}
 
 
 def _grid(cell: str, input_size=I):
@@ -228,3 +234,50 @@ def test_describe_lists_every_backend():
     text = backends.describe()
     assert len(text.splitlines()) == len(backends.registered())
     assert "bptt" in text and "torch" in text
+
+
+# -- a made-up flag on each cell kind without a torch.nn layer ---------------------------------------
+
+NEW_KINDS = [name for name in KINDS if name not in ("rnn", "lstm", "gru")]
+
+
+def _keep_where(keep, new, old):
+    """The engine's rule: a sequence past its length keeps its state (every part of it)."""
+    if isinstance(new, torch.Tensor):
+        return torch.where(keep.view(-1, *[1] * (new.dim() - 1)), new, old)
+    return tuple(_keep_where(keep, n, o) for n, o in zip(new, old))
+
+
+@pytest.mark.parametrize("name", NEW_KINDS)
+def test_every_backend_declines_a_made_up_flag_of_a_new_cell_and_the_reference_runs_it(name):
+    kind = KINDS[name]
+    made_up_config = dataclasses.make_dataclass(f"MadeUp{kind.config.__name__}", [("input_shift", float, 0.0)],
+                                                bases=(kind.config,), frozen=True)
+    plain, made_up = kind.config(I, H), made_up_config(I, H, input_shift=0.5)
+    x = torch.randn(T, B, I, dtype=D64, generator=torch.Generator().manual_seed(3))
+    assert any(b.supports(plain) for b in backends.registered()) or name in ("indrnn", "slstm")
+    for backend in backends.registered():
+        assert not backend.supports(made_up), f"{backend.kind} backend {backend.name!r} accepts an undeclared flag"
+        assert backends.select(backend.kind, made_up, x) is None
+
+    def shifted_step(config, w, xp_t, state, gates=None):  # the made-up flag: shift every pre-activation
+        return kind.step(config, w, xp_t + config.input_shift, state, gates)
+
+    layer = _randomise_(LAYERS[name](I, H, dtype=D64))
+    weights = layer.cell(0).weights()
+    cell = BoundCell(kind._replace(config=made_up_config, step=shifted_step), made_up, weights)
+    state0 = layer.cell(0).kind.state_shapes(plain)
+    state0 = tuple(torch.zeros((B,) + tuple(s), dtype=D64) for s in state0)
+    state0 = state0[0] if kind.state_names is None else state0
+    mask = torch.arange(T).unsqueeze(1) < LENGTHS
+    out, _ = run_direction(cell, x, state0, mask)
+    xp = layer.cell(0).project_input(x)
+    state, outs = state0, []
+    for t in range(T):  # the oracle: the plain reference step on shifted pre-activations
+        h_t, new = kind.step(plain, weights, xp[t] + 0.5, state)
+        keep = mask[t].unsqueeze(1)
+        state = _keep_where(keep, new, state)
+        outs.append(h_t * keep)
+    torch.testing.assert_close(out, torch.stack(outs), rtol=1e-12, atol=1e-12)
+    plain_out, _ = run_direction(layer.cell(0), x, state0, mask)  # what ignoring the flag would give
+    assert (plain_out - out).abs().max() > 1e-3

@@ -171,6 +171,17 @@ class CellKind(NamedTuple):
     pre-activations (..., I) -> (..., G) (a backend may pass faster but equal ``linear`` and
     ``norm`` functions); ``step(config, w, xp_t, state_tm1, gates=None) -> (h_t, state_t)`` the
     reference step, which writes its activations into ``gates`` (a dict) when one is given.
+
+    ``state_names``: None when the state is ``h`` alone, else the names of its parts, ``h``
+    first (``("h", "c")``): every tuple state starts with the output ``h`` (B, H_out), which
+    the heads read as "the last hidden state". ``gates``: the names the step writes into
+    ``gates`` (the inspector records them, in this order; ``hidden`` last).
+
+    Cell types without a torch.nn layer of their own (they run in ``rnnkit.layers.CellLayer``)
+    also give ``state_shapes(config)``: the shape of each part of the state without the batch
+    axis (``((H,), (NH, d, d), ...)``; one part for an ``h``-only state), whose zeros are the
+    initial state; and ``init(config, w)``, which initialises one cell's weights (None: as the
+    table's ``init`` column says).
     """
 
     name: str
@@ -181,6 +192,9 @@ class CellKind(NamedTuple):
     step: Callable
     state_names: Optional[tuple]
     num_gates: int
+    gates: tuple = ("hidden",)
+    state_shapes: Optional[Callable] = None
+    init: Optional[Callable] = None
 
 
 class BoundCell:

@@ -211,4 +211,9 @@ def _step(config: GRUConfig, w: GRUWeights, gx_t: Tensor, h_tm1: Tensor, gates=N
     return gru_step(w, gx_t, h_tm1, config.reset_after, gates)
 
 
-GRU_KIND = CellKind("gru", GRUConfig, GRU_WEIGHTS, GRUWeights, _project, _step, None, 3)
+def _h_shape(config) -> tuple:
+    return ((config.hidden_size,),)
+
+
+GRU_KIND = CellKind("gru", GRUConfig, GRU_WEIGHTS, GRUWeights, _project, _step, None, 3,
+                   ("reset", "update", "candidate", "hidden"), _h_shape)

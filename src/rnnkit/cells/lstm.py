@@ -249,4 +249,9 @@ def _step(config: LSTMConfig, w: LSTMWeights, gx_t: Tensor, state_tm1, gates=Non
     return lstm_step(w, gx_t, state_tm1, gates)
 
 
-LSTM_KIND = CellKind("lstm", LSTMConfig, LSTM_WEIGHTS, LSTMWeights, _project, _step, ("h", "c"), 4)
+def _state_shapes(config: LSTMConfig) -> tuple:
+    return ((config.proj_size or config.hidden_size,), (config.hidden_size,))
+
+
+LSTM_KIND = CellKind("lstm", LSTMConfig, LSTM_WEIGHTS, LSTMWeights, _project, _step, ("h", "c"), 4,
+                    ("input", "forget", "candidate", "output", "cell", "hidden"), _state_shapes)

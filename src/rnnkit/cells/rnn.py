@@ -160,4 +160,9 @@ def _step(config: RNNConfig, w: RNNWeights, ux_t: Tensor, s_tm1: Tensor, gates=N
     return rnn_step(w, ux_t, s_tm1, config.nonlinearity, gates)
 
 
-RNN_KIND = CellKind("rnn", RNNConfig, RNN_WEIGHTS, RNNWeights, _project, _step, None, 1)
+def _h_shape(config) -> tuple:
+    return ((config.hidden_size,),)
+
+
+RNN_KIND = CellKind("rnn", RNNConfig, RNN_WEIGHTS, RNNWeights, _project, _step, None, 1,
+                   ("hidden",), _h_shape)

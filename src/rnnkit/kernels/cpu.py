@@ -87,7 +87,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["LSTMArgs", "GRUArgs", "NormArgs", "pointer", "set_enabled", "applies", "kernels_for", "suffix", "load"]
+__all__ = ["LSTMArgs", "GRUArgs", "NormArgs", "ScanArgs", "pointer", "set_enabled", "applies", "kernels_for", "suffix", "load"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,15 @@ class NormArgs(ctypes.Structure):
     ]
 
 
+class ScanArgs(ctypes.Structure):
+    """``ScanArgs`` of ``csrc/common.h``: one direction of a minGRU (kind 0) or minLSTM (kind 1)
+    layer over a whole sequence."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in ("T", "B", "H", "kind", "threads")] + [
+        (name, ctypes.c_void_p) for name in ("xp", "h0", "keep", "hs", "d_hs", "dxp", "dh0")
+    ]
+
+
 # What the library must export, each kernel as <name>_f32 and <name>_f64. Step kernels take
 # (const Args*, int64_t t), the gate norm kernels (const Args*); all return nothing.
 _DTYPES = ("f32", "f64")
@@ -137,11 +146,13 @@ _STEP_KERNELS = {
     "lstm_forward": LSTMArgs, "lstm_backward": LSTMArgs, "gru_forward": GRUArgs, "gru_backward": GRUArgs,
     "gru_forward_a": GRUArgs, "gru_forward_b": GRUArgs, "gru_backward_b": GRUArgs, "gru_backward_c": GRUArgs,
 }
-_WHOLE_KERNELS = {"gate_norm_forward": NormArgs, "gate_norm_backward": NormArgs}
+_WHOLE_KERNELS = {"gate_norm_forward": NormArgs, "gate_norm_backward": NormArgs,
+                  "min_scan_forward": ScanArgs, "min_scan_backward": ScanArgs}
 # Other functions the library exports: rnnkit_set_thread_limit(int64_t) (threads.cpp).
 _OTHER_SYMBOLS = ("rnnkit_set_thread_limit",)
 # The library's description of each struct (layout.cpp): int64_t f(int64_t* out, const char** names, int64_t n).
-_LAYOUTS = {"rnnkit_layout_lstm_args": LSTMArgs, "rnnkit_layout_gru_args": GRUArgs, "rnnkit_layout_norm_args": NormArgs}
+_LAYOUTS = {"rnnkit_layout_lstm_args": LSTMArgs, "rnnkit_layout_gru_args": GRUArgs, "rnnkit_layout_norm_args": NormArgs,
+            "rnnkit_layout_scan_args": ScanArgs}
 
 
 def pointer(t: Tensor | None) -> int | None:

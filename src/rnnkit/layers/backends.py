@@ -139,7 +139,7 @@ def describe() -> str:
     lines = []
     for b in _registry:
         flags = ", ".join(f"{k}={'any' if v is ANY else sorted(v, key=repr)}" for k, v in b.flags.items())
-        lines.append(f"{b.kind:8s} {b.cell:4s} {b.name:14s} {flags}")
+        lines.append(f"{b.kind:8s} {b.cell:7s} {b.name:14s} {flags}")
     return "\n".join(lines)
 
 

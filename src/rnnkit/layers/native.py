@@ -21,21 +21,19 @@ import torch
 from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..cells.base import BoundCell, check_recurrent_init, check_sizes
+from ..cells.base import check_recurrent_init
 from ..cells.gru import GRU_KIND, gru_init_
 from ..cells.lstm import LSTM_KIND, lstm_init_
 from ..cells.rnn import RNN_KIND, check_nonlinearity, rnn_init_
-from ..checks import check_bool, check_dropout, check_size
-from .backends import ANY, Backend, register, registered, select
-from .boundary import autocast_state, check_state, pack_output, split_states, stack_states, unpack_input
-from .recurrent import run_layers
+from .backends import ANY, Backend, register, registered
+from .cell_layer import KindLayer, check_layer_args
 
 __all__ = ["RNN", "LSTM", "GRU", "TORCH_FLAGS"]
 
 _ENGINES = ("auto", "python")
 
 
-class _Layer:
+class _Layer(KindLayer):
     """What RNN, LSTM and GRU share; mixed in before the torch.nn class."""
 
     kind = None  # the cell type (rnnkit.cells.LSTM_KIND, ...): equations, config, table of weights
@@ -63,85 +61,10 @@ class _Layer:
         if getattr(self, "_ready", False):
             self._init_extras()
 
-    def _directions(self) -> int:
-        return 2 if self.bidirectional else 1
-
-    def _suffixes(self) -> list[str]:
-        D = self._directions()
-        return [f"_l{layer}{'_reverse' * d}" for layer in range(self.num_layers) for d in range(D)]
-
-    # -- the public view of the weights: one cell per layer and direction ---------------------
-    def cell_config(self, layer_index: int = 0):
-        """The cell config of layer ``layer_index`` (its input_size is the layer's input width)."""
-        width = self.input_size if layer_index == 0 else self._directions() * (self.proj_size or self.hidden_size)
-        return self.kind.config(width, self.hidden_size, self.bias, **self._flags)
-
-    def cell(self, layer_index: int = 0, direction: int = 0) -> BoundCell:
-        """One layer and direction's weights (the parameters themselves) as a cell of the
-        reference equations: ``project_input``, ``step(xp_t, state, gates=None)``, ``weights()``."""
-        D = self._directions()
-        if not (0 <= layer_index < self.num_layers and 0 <= direction < D):
-            raise IndexError(f"{type(self).__name__}.cell: layer_index must be in [0, {self.num_layers}) and "
-                             f"direction in [0, {D}), got ({layer_index}, {direction})")
-        suffix = self._suffixes()[layer_index * D + direction]
-        weights = self.kind.weights(*(getattr(self, f"{row.name}{suffix}", None) for row in self.kind.table))
-        return BoundCell(self.kind, self.cell_config(layer_index), weights)
-
-    def bound_cells(self) -> list[BoundCell]:
-        """``cell(layer, direction)`` for every layer and direction, index layer * D + direction."""
-        D = self._directions()
-        return [self.cell(k // D, k % D) for k in range(self.num_layers * D)]
-
     @property
     def is_standard(self) -> bool:
         """True when torch.nn has this configuration (and so a fused kernel for it)."""
         return any(b.supports(self.cell_config()) for b in registered("layer", self.kind.name) if b.name == "torch")
-
-    def initial_state(self, batch_size: int, device=None, dtype=None):
-        """Zeros in the layer's state format: h, or (h, c), each (num_layers * D, B, H_part)."""
-        dtype = dtype or self.weight_ih_l0.dtype
-        shape = (self.num_layers * self._directions(), batch_size, self.proj_size or self.hidden_size)
-        h0 = torch.zeros(shape, device=device, dtype=dtype)
-        if self.kind.state_names is None:
-            return h0
-        return h0, h0.new_zeros(shape[:2] + (self.hidden_size,))
-
-    def forward(self, x: Tensor | PackedSequence, state=None, lengths: Tensor | None = None):
-        """Run the layer.
-
-        Args:
-            x: (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched, or a
-                PackedSequence (then the output is packed too).
-            state: initial state, each part (num_layers * num_directions, B, H_part);
-                zeros when None. ``h`` for RNN/GRU, ``(h, c)`` for LSTM.
-            lengths: (B,) integers in [1, T], any order, any device. Outputs at t >= length
-                are zero; the final state is each sequence's state at its last valid step.
-
-        Returns:
-            (output, state): output (T, B, D * H_out) in x's layout; state as above.
-        """
-        cls = type(self).__name__
-        batch = unpack_input(cls, x, lengths, self.batch_first, self.input_size, self.weight_ih_l0)
-        B = batch.x.shape[1]
-        template = self.initial_state(B, batch.x.device, batch.x.dtype)
-        if state is None:
-            state = template
-        else:
-            state = autocast_state(batch.state_in(cls, state), template)
-            check_state(cls, state, template, self.kind.state_names)
-        backend = select("layer", self.cell_config(), batch.x) if self.engine == "auto" else None
-        if backend is not None:
-            out, final = backend.run(self, batch, state)
-            if isinstance(out, PackedSequence):
-                return out, final
-        else:
-            cells = self.bound_cells()
-            out, finals = run_layers(
-                batch.x, batch.lengths, cells, split_states(state, len(cells)), self._directions(), self.dropout,
-                self.training,
-            )
-            final = stack_states(finals)
-        return pack_output(batch, out, self.batch_first), batch.state_out(final)
 
     @classmethod
     def from_torch(cls, module: nn.RNNBase, **variant):
@@ -218,7 +141,7 @@ class LSTM(_Layer, nn.LSTM):
         device=None,
         dtype=None,
     ) -> None:
-        _check_layer_args("LSTM", input_size, hidden_size, num_layers, dropout, proj_size, bias=bias,
+        check_layer_args("LSTM", input_size, hidden_size, num_layers, dropout, proj_size, bias=bias,
                           batch_first=batch_first, bidirectional=bidirectional, peephole=peephole, layer_norm=layer_norm)
         check_recurrent_init("LSTM", recurrent_init)
         super().__init__(
@@ -270,7 +193,7 @@ class GRU(_Layer, nn.GRU):
         device=None,
         dtype=None,
     ) -> None:
-        _check_layer_args("GRU", input_size, hidden_size, num_layers, dropout, bias=bias, batch_first=batch_first,
+        check_layer_args("GRU", input_size, hidden_size, num_layers, dropout, bias=bias, batch_first=batch_first,
                           bidirectional=bidirectional, reset_after=reset_after, layer_norm=layer_norm)
         check_recurrent_init("GRU", recurrent_init)
         super().__init__(
@@ -316,7 +239,7 @@ class RNN(_Layer, nn.RNN):
         device=None,
         dtype=None,
     ) -> None:
-        _check_layer_args("RNN", input_size, hidden_size, num_layers, dropout, bias=bias, batch_first=batch_first,
+        check_layer_args("RNN", input_size, hidden_size, num_layers, dropout, bias=bias, batch_first=batch_first,
                           bidirectional=bidirectional)
         check_nonlinearity("RNN", nonlinearity)
         check_recurrent_init("RNN", recurrent_init)
@@ -331,15 +254,6 @@ class RNN(_Layer, nn.RNN):
     def _init_extras(self) -> None:
         for cell in self.bound_cells():
             rnn_init_(cell.weights(), cell.config, self.recurrent_init, skip_standard=True)
-
-
-def _check_layer_args(cls: str, input_size, hidden_size, num_layers, dropout, proj_size=0, **flags) -> None:
-    """Sizes, dropout, and the bool flags (``bidirectional="no"`` is a TypeError, not True)."""
-    for name, value in flags.items():
-        check_bool(cls, name, value)
-    check_sizes(cls, input_size, hidden_size, proj_size)
-    check_size(cls, "num_layers", num_layers)
-    check_dropout(cls, dropout)
 
 
 def _torch_kwargs(module) -> dict:

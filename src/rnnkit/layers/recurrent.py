@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from ..cells import KINDS, BoundCell
 from ..checks import check_bool, check_dropout, check_size
-from . import sequence  # noqa: F401  (registers the sequence backends before any layer runs)
+from . import parallel, sequence  # noqa: F401  (register the sequence backends before any layer runs)
 from .backends import select
 from .boundary import autocast_state, check_state, pack_output, split_states, stack_states, unpack_input
 

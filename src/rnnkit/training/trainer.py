@@ -348,6 +348,8 @@ class Trainer:
                 p.stopped = f"early stopping: val_{self.monitor} did not improve for {p.bad_evals} evaluations"
         self.last_val = metrics
         record = {"split": "val", "step": p.step, "epoch": p.epoch, **{f"val_{k}": v for k, v in metrics.items()}}
+        if self.config.max_minutes:  # when, for curves against time (a budgeted run's records follow its clock anyway)
+            record["seconds"] = round(p.elapsed, 3)  # of training so far, earlier evaluations included
         for cb in self.callbacks:
             cb.on_eval_end(self, record)
         self._checkpoint(carry, improved=better or self.config.keep == "last")

@@ -33,18 +33,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
+from ..cells import KINDS
 from ..layers import GRU, LSTM, RNN
 from ..layers.boundary import split_states, unpack_input
 
 __all__ = ["record", "Recording", "LayerRecord", "GATES", "SIGMOID_GATES", "WORDS"]
 
 # What each kind of layer records (the names its reference step writes into ``gates``), in the
-# order the report shows them.
-GATES: dict[str, tuple[str, ...]] = {
-    "lstm": ("input", "forget", "candidate", "output", "cell", "hidden"),
-    "gru": ("reset", "update", "candidate", "hidden"),
-    "rnn": ("hidden",),
-}
+# order the report shows them: each cell kind's own list (``CellKind.gates``).
+GATES: dict[str, tuple[str, ...]] = {name: kind.gates for name, kind in KINDS.items()}
 SIGMOID_GATES = frozenset({"input", "forget", "output", "reset", "update"})  # values in [0, 1]
 WORDS = {  # the course notes' words, for labels
     "input": "input gate i (learn)", "forget": "forget gate f (forget)", "candidate": "candidate g (new memory)",

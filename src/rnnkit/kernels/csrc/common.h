@@ -211,6 +211,20 @@ struct GRUArgs {
     void* scratch;       // (H) the first thread's; the others have their own (thread_scratch)
 };
 
+// One direction of a minGRU (kind 0) or minLSTM (kind 1) layer over a whole sequence: the
+// gates from the projected input and the linear recurrence h_t = a_t h_tm1 + b_t, forward and
+// backward, the B * H units split over threads (each unit's steps in time order on one thread).
+struct ScanArgs {
+    int64_t T, B, H, kind, threads;
+    const void* xp;      // (T, B, G) projected input, G = 2H (z, h) or 3H (f, i, h)
+    const void* h0;      // (B, H)
+    const uint8_t* keep; // (T, B) mask, or null
+    void* hs;            // (T, B, H) the states (past a length: the state kept)
+    const void* d_hs;    // backward: (T, B, H) gradient of hs
+    void* dxp;           // backward, out: (T, B, G)
+    void* dh0;           // backward, out: (B, H)
+};
+
 }  // extern "C"
 
 // Exports step kernel `name` for float32 and float64 as `name_f32` and `name_f64`, called from

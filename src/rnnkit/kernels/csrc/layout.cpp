@@ -65,4 +65,13 @@ int64_t rnnkit_layout_norm_args(int64_t* out, const char** names, int64_t n) {
     return describe(sizeof(NormArgs), fields, out, names, n);
 }
 
+int64_t rnnkit_layout_scan_args(int64_t* out, const char** names, int64_t n) {
+#define F(f) RNNKIT_FIELD(ScanArgs, f)
+    static const Field fields[] = {
+        F(T), F(B), F(H), F(kind), F(threads), F(xp), F(h0), F(keep), F(hs), F(d_hs), F(dxp), F(dh0),
+    };
+#undef F
+    return describe(sizeof(ScanArgs), fields, out, names, n);
+}
+
 }  // extern "C"
