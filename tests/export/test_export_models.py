@@ -71,6 +71,22 @@ def test_variant_language_model_carries_its_state(tmp_path, cell):
         assert agree(info.path, graph, batch, time) <= TOLERANCE
 
 
+NEW_CELL_STATES = {"mingru": ("h",), "minlstm": ("h",), "indrnn": ("h",), "sru": ("h", "c"),
+                   "slstm": ("h", "c", "n", "m"), "mlstm": ("h", "C", "n", "m")}
+
+
+@pytest.mark.parametrize("cell", sorted(NEW_CELL_STATES))
+def test_the_cells_after_2017_export_as_scans_and_carry_every_state_part(tmp_path, cell):
+    torch.manual_seed(0)
+    model = LanguageModel(LanguageModelConfig(vocab_size=12, embedding_dim=4, cell=cell, hidden_size=8, num_layers=2))
+    [info] = export_onnx(model, tmp_path / "lm.onnx", task="charlm", lengths=True)
+    assert info.outputs == ("logits",) + tuple(f"{n}_n" for n in NEW_CELL_STATES[cell])
+    graph = export_graph(model, task="charlm", lengths=True)
+    for batch, time in SIZES + ((2, 1),):
+        assert agree(info.path, graph, batch, time) <= TOLERANCE
+    assert ops(info.path)["Scan"] >= 2  # one per layer: the cell's own reference step
+
+
 def test_forecaster_with_highway_and_lengths(tmp_path):
     torch.manual_seed(0)
     model = Forecaster(ForecasterConfig(horizon=3, hidden_size=5, cell="ln_gru", highway=2, num_layers=2))

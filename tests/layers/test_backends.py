@@ -20,6 +20,7 @@ from rnnkit.cells import (KINDS, BoundCell, GRUConfig, IndRNNConfig, LSTMConfig,
                           MLSTMConfig, RNNConfig, SLSTMConfig, SRUConfig)
 from rnnkit.cells.lstm import LSTM_KIND, lstm_step
 from rnnkit.layers import backends, run_direction
+from rnnkit.layers.boundary import where_state
 
 D64 = torch.float64
 T, B, I, H = 5, 3, 4, 6
@@ -241,13 +242,6 @@ def test_describe_lists_every_backend():
 NEW_KINDS = [name for name in KINDS if name not in ("rnn", "lstm", "gru")]
 
 
-def _keep_where(keep, new, old):
-    """The engine's rule: a sequence past its length keeps its state (every part of it)."""
-    if isinstance(new, torch.Tensor):
-        return torch.where(keep.view(-1, *[1] * (new.dim() - 1)), new, old)
-    return tuple(_keep_where(keep, n, o) for n, o in zip(new, old))
-
-
 @pytest.mark.parametrize("name", NEW_KINDS)
 def test_every_backend_declines_a_made_up_flag_of_a_new_cell_and_the_reference_runs_it(name):
     kind = KINDS[name]
@@ -276,7 +270,7 @@ def test_every_backend_declines_a_made_up_flag_of_a_new_cell_and_the_reference_r
     for t in range(T):  # the oracle: the plain reference step on shifted pre-activations
         h_t, new = kind.step(plain, weights, xp[t] + 0.5, state)
         keep = mask[t].unsqueeze(1)
-        state = _keep_where(keep, new, state)
+        state = where_state(keep, new, state)
         outs.append(h_t * keep)
     torch.testing.assert_close(out, torch.stack(outs), rtol=1e-12, atol=1e-12)
     plain_out, _ = run_direction(layer.cell(0), x, state0, mask)  # what ignoring the flag would give

@@ -88,6 +88,8 @@ def parse_contestant(text: str, default_hidden: int = 512) -> Contestant:
 
 @dataclass
 class RaceConfig:
+    """What ``rnnkit experiment race`` runs; the None sizes become charlm's defaults, every value is checked."""
+
     cells: tuple[str, ...]  # the contestants, CELL[:HIDDEN[xLAYERS]]; lstm:512 is added first when absent
     minutes: float  # wall-clock budget of each contestant's whole training command
     task: str = "charlm"  # the only task the race knows

@@ -21,7 +21,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from ..layers import GRU, LSTM, RNN, Recurrent
+from ..layers import RECURRENT_LAYERS, Recurrent
 from ..layers.backends import select
 from . import nodes  # noqa: F401  (registers the "onnx" backends)
 from .loop import reference_loop
@@ -35,13 +35,13 @@ def export_copy(model: nn.Module) -> nn.Module:
     The model given is not changed. Raises ValueError for an ``rnnkit.Recurrent``.
     """
     model = copy.deepcopy(model).eval()
-    if isinstance(model, (RNN, LSTM, GRU)):
+    if isinstance(model, RECURRENT_LAYERS):
         return OnnxLayer(model)
     for name, module in list(model.named_modules()):
         if isinstance(module, Recurrent):
             raise ValueError(f"export: {name or 'the model'} is an rnnkit.Recurrent over custom cells, which has "
                              "no ONNX export; use rnnkit.RNN / LSTM / GRU")
-        if isinstance(module, (RNN, LSTM, GRU)):
+        if isinstance(module, RECURRENT_LAYERS):
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, child, OnnxLayer(module))
     return model
@@ -66,7 +66,7 @@ class OnnxLayer(nn.Module):
     def forward(self, x: Tensor, state=None, lengths: Tensor | None = None):
         layer = self.layer
         D = 2 if layer.bidirectional else 1
-        paired = layer.kind.state_names is not None  # the state is (h, c)
+        paired = layer.kind.state_names is not None  # the state is a tuple (h, c, ...)
         x = x.transpose(0, 1) if layer.batch_first else x  # (T, B, I)
         if state is None:
             state = self._zeros(x, paired)
@@ -87,8 +87,9 @@ class OnnxLayer(nn.Module):
         """The zero state, batch sized from x (T, B, I) so that B stays dynamic in the graph."""
         layer = self.layer
         LD = layer.num_layers * (2 if layer.bidirectional else 1)
-        h = x.new_zeros(1, 1, 1).expand(LD, x.shape[1], layer.proj_size or layer.hidden_size)
-        return (h, x.new_zeros(1, 1, 1).expand(LD, x.shape[1], layer.hidden_size)) if paired else h
+        shapes = layer.kind.state_shapes(layer.cell_config())  # each part's shape without (L*D, B)
+        parts = tuple(x.new_zeros((1,) * (2 + len(s))).expand((LD, x.shape[1]) + tuple(s)) for s in shapes)
+        return parts if paired else parts[0]
 
     def extra_repr(self) -> str:
         return "backends=[" + ", ".join(b.name if b else "reference-loop" for b in self.backends) + "]"

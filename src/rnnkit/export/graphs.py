@@ -9,7 +9,7 @@ model (``forward``, what the tracer sees; ``export.convert``) and on the origina
 class           inputs                                       outputs
 =============== ============================================ ======================================
 ClassifierGraph x (B, T) ids or (B, T, I) float [, lengths]  logits (B, C)
-LanguageModel-  x (B, T) ids, h0 [, c0] (L, B, H) [, lengths] logits (B, T, V), h_n [, c_n]
+LanguageModel-  x (B, T) ids, h0 [, c0, ...] [, lengths]      logits (B, T, V), h_n [, c_n, ...]
 Graph
 ForecasterGraph x (B, T, I) float [, lengths]                forecast (B, horizon), scaled units
 TaggerGraph     words (B, T) [, chars, cases] [, lengths]    emissions (B, T, K)
@@ -26,7 +26,13 @@ from torch import Tensor, nn
 
 from .convert import export_copy
 
-__all__ = ["ExportGraph", "ClassifierGraph", "LanguageModelGraph", "ForecasterGraph", "TaggerGraph", "CTCGraph"]
+__all__ = ["state_names", "ExportGraph", "ClassifierGraph", "LanguageModelGraph", "ForecasterGraph", "TaggerGraph", "CTCGraph"]
+
+
+def state_names(layer: nn.Module) -> tuple[str, ...]:
+    """The names of a recurrent layer's state parts, ``h`` first: ("h",), ("h", "c") for an LSTM,
+    ("h", "C", "n", "m") for an mLSTM (its cell kind's ``state_names``)."""
+    return tuple(layer.kind.state_names or ("h",))
 
 
 class ExportGraph(nn.Module):
@@ -130,7 +136,10 @@ class ClassifierGraph(ExportGraph):
 
 
 class LanguageModelGraph(ExportGraph):
-    """LanguageModel: x, h0 [, c0] [, lengths] -> logits (B, T, V), h_n [, c_n].
+    """LanguageModel: x, h0 [, c0, ...] [, lengths] -> logits (B, T, V), h_n [, c_n, ...].
+
+    One input and one output per part of the layer's state (``state_names``: h and c for an
+    LSTM, h, C, n and m for an mLSTM, h alone for a GRU), each (L, B, ...).
 
     The state goes in and comes out, so generation runs one step at a time (T = 1) and a
     prompt primes in one call. With lengths each sequence's state out is its state after
@@ -142,10 +151,11 @@ class LanguageModelGraph(ExportGraph):
 
     def __init__(self, model, lengths):
         super().__init__(model, lengths)
-        self.is_lstm = isinstance(model.rnn, nn.LSTM)
+        self.names = state_names(model.rnn)
+        self.tuple_state = len(self.names) > 1
 
     def output_names(self):
-        return ["logits", "h_n", "c_n"] if self.is_lstm else ["logits", "h_n"]
+        return ["logits"] + [f"{n}_n" for n in self.names]
 
     def dynamic_axes(self, name):
         if name in ("x", "logits"):
@@ -157,23 +167,23 @@ class LanguageModelGraph(ExportGraph):
     def sample_inputs(self, batch, time, g):
         m = self.original
         inputs = {"x": torch.randint(1, m.config.vocab_size, (batch, time), generator=g)}
-        state = m.rnn.initial_state(batch)  # h, or (h, c): zeros (L, B, ·) of the state's shapes
-        for name, part in zip(["h0", "c0"], state if self.is_lstm else (state,)):
-            inputs[name] = 0.5 * torch.randn(part.shape, generator=g)
+        state = m.rnn.initial_state(batch)  # h, or (h, c, ...): zeros (L, B, ·) of the state's shapes
+        for name, part in zip(self.names, state if self.tuple_state else (state,)):
+            inputs[f"{name}0"] = 0.5 * torch.randn(part.shape, generator=g)
         if self.lengths:
             inputs["lengths"] = self.random_lengths(batch, time, g)
         return inputs
 
     def run(self, model, x, *rest):
-        n = 2 if self.is_lstm else 1
-        state = tuple(rest[:n]) if self.is_lstm else rest[0]
+        n = len(self.names)
+        state = tuple(rest[:n]) if self.tuple_state else rest[0]
         lengths = rest[n] if self.lengths else None
         if lengths is None:
             logits, state = model(x, state)
         else:  # LanguageModel.forward takes no lengths: its steps, with them
             out, state = model.rnn(model.embedding(x), state, lengths=lengths)  # (B, T, H)
             logits = model.head(model.dropout(out))  # (B, T, V)
-        return (logits, *state) if self.is_lstm else (logits, state)
+        return (logits, *state) if self.tuple_state else (logits, state)
 
 
 class ForecasterGraph(ExportGraph):

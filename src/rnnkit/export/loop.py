@@ -25,6 +25,7 @@ from torch import Tensor
 from torch._higher_order_ops.scan import scan
 
 from ..cells import BoundCell
+from ..layers.boundary import where_state
 
 __all__ = ["reference_loop"]
 
@@ -36,7 +37,7 @@ def reference_loop(cells: Sequence[BoundCell], x: Tensor, lengths: Optional[Tens
         cells: the layer's cell per direction (``layer.cell(k, d)``), 1 or 2.
         x: (T, B, I), time-major.
         lengths: (B,) int64 in [1, T], or None (all T).
-        state0: h (D, B, H_out), or (h, c) for an LSTM.
+        state0: h (D, B, H_out), or a tuple (h, c, ...) as the cell kind's ``state_names``.
 
     Returns:
         y (T, B, D * H_out) and the final state in the form of ``state0``.
@@ -83,10 +84,7 @@ def _masked_step(cell: BoundCell, batch):
     def step(state_tm1, inputs):
         xp_t, keep_t = inputs
         h_t, state_t = cell.step(xp_t, state_tm1)
-        if isinstance(state_t, tuple):
-            state_t = tuple(torch.where(keep_t, new, old) for new, old in zip(state_t, state_tm1))
-        else:
-            state_t = torch.where(keep_t, state_t, state_tm1)
+        state_t = where_state(keep_t, state_t, state_tm1)  # parts of any rank (an mLSTM's C is (B, NH, d, d))
         y_t = torch.where(keep_t, h_t, torch.zeros_like(h_t))
         return state_t, y_t.view(batch, y_t.shape[-1])  # (B, H_out)
 

@@ -6,7 +6,7 @@ own ``lstm_step`` / ``gru_step`` / ``rnn_step``), which the runtime calls once p
 step, feeding the state it got back. It computes what ``rnnkit.Stream`` computes on the same
 layers, step after step.
 
-``StepGraph``: x_t (B, I), h (L, B, H_out) [, c (L, B, H)] -> y_t (B, H_out), h_n [, c_n],
+``StepGraph``: x_t (B, I), h (L, B, H_out) [, c, ...] -> y_t (B, H_out), h_n [, c_n, ...],
 where the stack is the model itself (an rnnkit ``RNN`` / ``LSTM`` / ``GRU``) or its ``rnn``
 attribute (every task model but seq2seq, whose ``DecoderStepGraph`` is already one step), and
 x_t is what that stack reads (for a text model, the embedded token): the input layers
@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..layers import GRU, LSTM, RNN
+from ..layers import RECURRENT_LAYERS
 from .convert import OnnxLayer
-from .graphs import ExportGraph
+from .graphs import ExportGraph, state_names
 
 __all__ = ["StepGraph", "recurrent_stack"]
 
@@ -27,9 +27,9 @@ __all__ = ["StepGraph", "recurrent_stack"]
 def recurrent_stack(model: nn.Module) -> nn.Module:
     """The rnnkit ``RNN`` / ``LSTM`` / ``GRU`` that ``StepGraph`` steps: ``model`` itself or
     ``model.rnn``; ValueError when there is none, or when it is bidirectional."""
-    layer = model if isinstance(model, (RNN, LSTM, GRU, OnnxLayer)) else getattr(model, "rnn", None)
+    layer = model if isinstance(model, RECURRENT_LAYERS + (OnnxLayer,)) else getattr(model, "rnn", None)
     layer = layer.layer if isinstance(layer, OnnxLayer) else layer  # (in the converted copy)
-    if not isinstance(layer, (RNN, LSTM, GRU)):
+    if not isinstance(layer, RECURRENT_LAYERS):
         raise ValueError(f"export --step: {type(model).__name__} has no rnnkit RNN/LSTM/GRU stack as its `rnn` "
                          "(a seq2seq model's decoder graph is already one step)")
     if layer.bidirectional:
@@ -40,7 +40,7 @@ def recurrent_stack(model: nn.Module) -> nn.Module:
 
 class StepGraph(ExportGraph):
     """One step of a model's recurrent stack: x_t (B, I), h (L, B, H_out) [, c (L, B, H)] ->
-    y_t (B, H_out) the last layer's output, h_n [, c_n] (L, B, ·) the state after the step.
+    y_t (B, H_out) the last layer's output, h_n [, c_n, ...] (L, B, ·) the state after the step.
 
     Every axis but the batch is fixed; ``lengths`` is ignored (one step has no padding).
     The exported function runs each layer's reference step on the converted copy's weights;
@@ -52,10 +52,11 @@ class StepGraph(ExportGraph):
     def __init__(self, model: nn.Module, lengths: bool = False) -> None:
         recurrent_stack(model)  # refuse before copying
         super().__init__(model, False)
-        self.paired = recurrent_stack(model).kind.state_names is not None  # (h, c)
+        self.names = state_names(recurrent_stack(model))
+        self.paired = len(self.names) > 1  # a tuple state: (h, c), (h, C, n, m), ...
 
     def output_names(self):
-        return ["y_t", "h_n", "c_n"] if self.paired else ["y_t", "h_n"]
+        return ["y_t"] + [f"{n}_n" for n in self.names]
 
     def dynamic_axes(self, name):
         return {0: "batch"} if name in ("x_t", "y_t") else {1: "batch"}  # states (L, B, ·)
@@ -64,7 +65,7 @@ class StepGraph(ExportGraph):
         layer = recurrent_stack(self.original)
         inputs = {"x_t": torch.randn(batch, layer.input_size, generator=g)}
         state = layer.initial_state(batch)  # h, or (h, c): zeros (L, B, ·) of the state's shapes
-        for name, part in zip(["h", "c"], state if self.paired else (state,)):
+        for name, part in zip(self.names, state if self.paired else (state,)):
             inputs[name] = 0.5 * torch.randn(part.shape, generator=g)
         return inputs
 

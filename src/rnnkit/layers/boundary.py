@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from ..checks import check_dropout
 
 __all__ = ["Batch", "unpack_input", "pack_output", "check_lengths", "check_dropout", "check_state", "autocast_state",
-           "split_states", "stack_states"]
+           "split_states", "stack_states", "where_state"]
 
 
 @dataclass
@@ -146,6 +146,15 @@ def autocast_state(state, template):
     if isinstance(state, (tuple, list)) and isinstance(template, tuple) and len(state) == len(template):
         return tuple(autocast_state(s, t) for s, t in zip(state, template))
     return state
+
+
+def where_state(keep: Tensor, new, old):
+    """Per-sequence choice between two states (tensors or tuples of tensors of any rank, batch
+    first): ``new`` where keep (B, 1) is True, else ``old``; how a sequence past its length keeps
+    its state."""
+    if isinstance(new, Tensor):
+        return torch.where(keep.view(-1, *[1] * (new.dim() - 1)), new, old)
+    return tuple(where_state(keep, n, o) for n, o in zip(new, old))
 
 
 def split_states(state, count: int) -> list:

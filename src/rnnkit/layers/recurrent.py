@@ -25,7 +25,8 @@ from ..cells import KINDS, BoundCell
 from ..checks import check_bool, check_dropout, check_size
 from . import parallel, sequence  # noqa: F401  (register the sequence backends before any layer runs)
 from .backends import select
-from .boundary import autocast_state, check_state, pack_output, split_states, stack_states, unpack_input
+from .boundary import (autocast_state, check_state, pack_output, split_states, stack_states, unpack_input,
+                       where_state)
 
 __all__ = ["Recurrent", "run_layers", "run_direction"]
 
@@ -108,17 +109,10 @@ def run_direction(cell, x: Tensor, state, mask: Tensor | None = None):
         if mask is None:
             state = new_state
         else:
-            state = _where(keep[t], new_state, state)
+            state = where_state(keep[t], new_state, state)
             h = h * out_mask[t]
         outs.append(h)
     return torch.stack(outs), state
-
-
-def _where(keep: Tensor, new, old):
-    """Per-sequence choice between two states (tensors or tuples of tensors); keep is (B, 1)."""
-    if isinstance(new, Tensor):
-        return torch.where(keep.view(-1, *[1] * (new.dim() - 1)), new, old)
-    return tuple(_where(keep, n, o) for n, o in zip(new, old))
 
 
 def _reverse(x: Tensor, rev_index: Tensor | None) -> Tensor:

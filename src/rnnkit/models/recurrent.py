@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers import GRU, LSTM, RNN
+from ..layers import GRU, LSTM, MLSTM, RNN, SLSTM, SRU, IndRNN, MinGRU, MinLSTM
 
 __all__ = ["CELLS", "make_recurrent", "final_hidden"]
 
@@ -17,6 +17,13 @@ CELLS: dict[str, tuple[type, dict]] = {
     "gru": (GRU, {}),
     "cho_gru": (GRU, {"reset_after": False}),
     "ln_gru": (GRU, {"layer_norm": True}),
+    # the cells after 2017 (rnnkit.layers.modern)
+    "mingru": (MinGRU, {}),
+    "minlstm": (MinLSTM, {}),
+    "indrnn": (IndRNN, {}),
+    "sru": (SRU, {}),
+    "slstm": (SLSTM, {}),
+    "mlstm": (MLSTM, {"num_heads": 4}),
 }
 
 

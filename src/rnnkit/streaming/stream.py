@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from ..cells.base import BoundCell
 from ..checks import check_size
-from ..layers import GRU, LSTM, RNN, Recurrent
+from ..layers import GRU, LSTM, RECURRENT_LAYERS, RNN, Recurrent
 from ..layers.backends import select
 from ..layers.boundary import check_state, split_states, stack_states
 from .steps import ReferenceStep
@@ -89,9 +89,9 @@ class Stream:
         check_size("Stream", "batch_size", batch_size)
         if not isinstance(cuda_graph, bool):
             raise TypeError(f"Stream: cuda_graph must be a bool, got {type(cuda_graph).__name__}")
-        if not isinstance(layer, (nn.RNNBase, Recurrent)):
-            raise TypeError("Stream: layer must be an rnnkit.RNN/LSTM/GRU, a torch.nn RNN/LSTM/GRU or an "
-                            f"rnnkit.Recurrent, got {type(layer).__name__}")
+        if not isinstance(layer, (nn.RNNBase, Recurrent) + RECURRENT_LAYERS):
+            raise TypeError("Stream: layer must be an rnnkit layer (RNN/LSTM/GRU, MinGRU, SRU, ...), a torch.nn "
+                            f"RNN/LSTM/GRU or an rnnkit.Recurrent, got {type(layer).__name__}")
         if layer.bidirectional:
             raise ValueError("Stream: layer must be unidirectional (a backward direction needs the future "
                              "steps), got bidirectional=True")
@@ -204,7 +204,7 @@ class Stream:
 
 def _as_rnnkit(layer: nn.Module) -> nn.Module:
     """An rnnkit layer as it is; a torch.nn.LSTM/GRU/RNN converted to rnnkit's (its weights copied)."""
-    if isinstance(layer, (LSTM, GRU, RNN, Recurrent)):
+    if isinstance(layer, RECURRENT_LAYERS + (Recurrent,)):
         return layer
     cls = _FROM_TORCH.get(type(layer))
     if cls is None:

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from ..layers import GRU, LSTM, RNN, Recurrent, run_layers
+from ..layers import RECURRENT_LAYERS, Recurrent, run_layers
 from ..layers.boundary import split_states, stack_states, unpack_input
 from .plots import save_figure
 
@@ -54,7 +54,7 @@ __all__ = ["gradient_flow", "plot_gradient_flow", "gradients_png", "last_recurre
 
 log = logging.getLogger(__name__)
 
-_LAYERS = (RNN, LSTM, GRU, Recurrent)
+_LAYERS = RECURRENT_LAYERS + (Recurrent,)
 
 
 def last_recurrent_layer(model: nn.Module) -> nn.Module:
@@ -210,6 +210,6 @@ def gradients_png(model: nn.Module, task, text: str, vocab) -> bytes:
 
 def _describe(model: nn.Module) -> str:
     for m in model.modules():
-        if isinstance(m, (LSTM, GRU, RNN)):
+        if isinstance(m, RECURRENT_LAYERS):
             return f"{m.kind.name.upper()} {m.num_layers}x{m.hidden_size}"
     return type(model).__name__

@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from ..cells import KINDS
-from ..layers import GRU, LSTM, RNN
-from ..layers.boundary import split_states, unpack_input
+from ..layers import RECURRENT_LAYERS
+from ..layers.boundary import split_states, unpack_input, where_state
 
 __all__ = ["record", "Recording", "LayerRecord", "GATES", "SIGMOID_GATES", "WORDS"]
 
@@ -127,7 +127,7 @@ def record(model: nn.Module, check: bool = True) -> Iterator[Recording]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"record: model must be a torch.nn.Module, got {type(model).__name__}")
-    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, (LSTM, GRU, RNN))]
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, RECURRENT_LAYERS)]
     if not layers:
         raise ValueError(f"record: model must contain an rnnkit.LSTM, GRU or RNN layer, got none in {type(model).__name__}")
     rec = Recording()
@@ -206,10 +206,7 @@ def _keep(mask: Tensor | None, t: int, new, old):
     """A sequence past its length keeps its state (the engine's rule); states are tensors or tuples."""
     if mask is None:
         return new
-    keep = mask[t].unsqueeze(-1)  # (B, 1)
-    if isinstance(new, Tensor):
-        return torch.where(keep, new, old)
-    return tuple(torch.where(keep, n, o) for n, o in zip(new, old))
+    return where_state(mask[t].unsqueeze(-1), new, old)  # mask[t] (B,) -> (B, 1)
 
 
 def _reverse(x: Tensor, lengths: Tensor | None) -> Tensor:
