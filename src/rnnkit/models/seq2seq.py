@@ -114,7 +114,11 @@ class Seq2Seq(nn.Module):
         self.source_embedding = nn.Embedding(c.source_vocab_size, E, padding_idx=c.pad_index)
         self.target_embedding = nn.Embedding(c.target_vocab_size, E, padding_idx=c.pad_index)
         self.encoder = make_recurrent(c.cell, E, H, c.num_layers, bidirectional=True, dropout=c.dropout)
-        self.is_lstm = isinstance(self.encoder, CELLS["lstm"][0])
+        names = self.encoder.kind.state_names
+        if names not in (None, ("h", "c")):  # the bridge maps h, and c where there is one
+            raise ValueError(f"Seq2Seq: cell must have the state h or (h, c) (e.g. gru, lstm, mingru, sru), got "
+                             f"{c.cell!r}, whose state is ({', '.join(names)})")
+        self.is_lstm = names is not None  # (h, c): an LSTM's, or an SRU's
         self.bridge_h = nn.Linear(2 * H, D)
         self.bridge_c = nn.Linear(2 * H, D) if self.is_lstm else None
         extra = {"luong": 0, "bahdanau": 2 * H, "none": 2 * H}[c.attention]  # what goes in beside the word
