@@ -28,7 +28,7 @@ __all__ = ["main"]
 _COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("rnnkit.commands.inspect", "gates and states of a charlm run over a text, as an HTML report"),
     "bench": ("rnnkit.commands.bench", "speed of rnnkit's layers against torch.nn, as one table"),
-    "experiment": ("rnnkit.commands.experiment", "experiments over cells and lengths: rnnkit experiment memory ..."),
+    "experiment": ("rnnkit.commands.experiment", "experiments over cells: rnnkit experiment memory ... (lengths), rnnkit experiment race ... (time)"),
     "export": ("rnnkit.commands.export", "write a trained run's model as an ONNX file (dynamic batch and time)"),
     "serve": ("rnnkit.commands.serve", "serve trained runs over HTTP (JSON API, streaming, a web page)"),
 }

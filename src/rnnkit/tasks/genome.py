@@ -71,7 +71,7 @@ class GenomeOptions:
     max_len: int = 2000  # cap on the symbols kept per sequence (the middle ones), after window
     # -- model
     embedding_dim: int = 16
-    cell: str = "gru"  # rnn | rnn_relu | lstm | peephole_lstm | ln_lstm | gru | cho_gru | ln_gru
+    cell: str = "gru"  # a name from rnnkit.models.CELLS
     hidden_size: int = 64
     num_layers: int = 1
     bidirectional: bool = True  # read each sequence both ways

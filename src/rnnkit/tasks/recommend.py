@@ -73,7 +73,7 @@ class RecommendOptions:
     max_users: int = 0  # keep only the N users with the most interactions (0 = all): quick trials
     max_len: int = 100  # items the model reads: longer training histories are cut into overlapping windows
     # -- model
-    cell: str = "gru"  # rnn | rnn_relu | lstm | peephole_lstm | ln_lstm | gru | cho_gru | ln_gru
+    cell: str = "gru"  # a name from rnnkit.models.CELLS
     embedding_dim: int = 64  # item embedding size
     hidden_size: int = 128  # recurrent state size
     num_layers: int = 1  # stacked recurrent layers

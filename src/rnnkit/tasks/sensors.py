@@ -59,7 +59,7 @@ class SensorsOptions:
     val_fraction: float = 0.2  # of each class of the training set, held out (seeded) to pick the best epoch
     test_fraction: float = 0.3  # of each class of a lone .ts file (no _TRAIN/_TEST pair), held out as test
     # -- model
-    cell: str = "lstm"  # rnn | rnn_relu | lstm | peephole_lstm | ln_lstm | gru | cho_gru | ln_gru
+    cell: str = "lstm"  # a name from rnnkit.models.CELLS
     hidden_size: int = 64
     num_layers: int = 1
     bidirectional: bool = True  # read each series both ways

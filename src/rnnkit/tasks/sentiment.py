@@ -66,7 +66,7 @@ class SentimentOptions:
     embedding_init: str = "svd"  # "svd": from the training split's word co-occurrences (see cooccurrence_embeddings); "random"
     freeze_embedding: bool = False  # keep the initial embedding fixed (with embedding_init="svd")
     window: int = 4  # co-occurrence window (words each side) of embedding_init="svd"
-    cell: str = "lstm"  # rnn | rnn_relu | lstm | peephole_lstm | ln_lstm | gru | cho_gru | ln_gru
+    cell: str = "lstm"  # a name from rnnkit.models.CELLS
     hidden_size: int = 128
     num_layers: int = 1
     bidirectional: bool = True  # read the review both ways

@@ -63,7 +63,7 @@ class SpeechOptions:
     labels: str = "words"  # "words": the ten digit words; "chars": letters and space (spelled out)
     # -- model
     stack: int = 3  # frames stacked into one step: 30 ms steps (frame subsampling)
-    cell: str = "lstm"  # rnn | rnn_relu | lstm | peephole_lstm | ln_lstm | gru | cho_gru | ln_gru
+    cell: str = "lstm"  # a name from rnnkit.models.CELLS
     hidden_size: int = 128
     num_layers: int = 2
     bidirectional: bool = True

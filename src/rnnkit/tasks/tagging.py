@@ -80,7 +80,7 @@ class TaggingOptions:
     char_embedding_dim: int = 16
     char_channels: int = 32
     case_features: bool = True  # an embedding of each word's case (lower, Capitalised, UPPER, digits, ...)
-    cell: str = "lstm"  # rnn | rnn_relu | lstm | peephole_lstm | ln_lstm | gru | cho_gru | ln_gru
+    cell: str = "lstm"  # a name from rnnkit.models.CELLS
     hidden_size: int = 64  # per direction
     num_layers: int = 1
     bidirectional: bool = True  # read the sentence both ways

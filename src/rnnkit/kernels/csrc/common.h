@@ -21,6 +21,7 @@ namespace {
 template <typename T> struct Math;
 
 template <> struct Math<double> {
+    static inline double exp(double x) { return std::exp(x); }
     static inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
     static inline double tanh(double x) { return std::tanh(x); }
     static inline double sqrt(double x) { return std::sqrt(x); }

@@ -5,8 +5,10 @@
 // (rnnkit/cells/minrnn.py: mingru_coefficients, minlstm_coefficients):
 //
 //   minGRU  (kind 0, xp = [k | x_h]):     z = sigmoid(k), h~ = g(x_h), h = h_tm1 + z (h~ - h_tm1)
-//   minLSTM (kind 1, xp = [x_f | x_i | x_h]): f' = sigmoid(logsig(x_f) - logsig(x_i)) (= f / (f + i)),
+//   minLSTM (kind 1, xp = [x_f | x_i | x_h]): f' = f / (f + i), f = sigmoid(x_f), i = sigmoid(x_i),
 //                                             h = h~ + f' (h_tm1 - h~)
+//   (the reference computes f' from log-sigmoids; here as (1 + e^-x_i) / ((1 + e^-x_i) + (1 + e^-x_f))
+//   with every exponential scaled by e^-m, m = max(0, -x_f, -x_i): no overflow, no 0 / 0, vectorised)
 //
 // with g(x) = x + 1/2 (x >= 0), sigmoid(x) (x < 0). Each unit (b, j) is a recurrence of its own:
 // the B * H units are split over threads in contiguous ranges, each range stepping through time.
@@ -19,8 +21,11 @@
 namespace {
 
 template <typename T>
-inline T logsigmoid(T x) {  // min(x, 0) - log1p(exp(-|x|)): no overflow either side
-    return std::min(x, (T)0) - std::log1p(std::exp(-std::abs(x)));
+inline T normalised_forget(T xf, T xi) {  // f / (f + i), f = sigmoid(xf), i = sigmoid(xi)
+    const T m = std::max(std::max((T)0, -xf), -xi);  // every exponent below is <= 0, one of them 0
+    const T base = Math<T>::exp(-m);
+    const T num_f = base + Math<T>::exp(-xi - m), num_i = base + Math<T>::exp(-xf - m);
+    return num_f / (num_f + num_i);
 }
 
 template <typename T>
@@ -67,9 +72,10 @@ void scan_forward_range(const ScanArgs& a, int64_t n0, int64_t n1) {
                 cur[j] = prev[j] + z * (ht - prev[j]);
             }
         } else {
+#pragma omp simd
             for (int64_t j = j0; j < j1; ++j) {
-                const T f = Math<T>::sigmoid(logsigmoid(x[j]) - logsigmoid(x[H + j])), xh = x[2 * H + j];
-                const T ht = positive(xh, Math<T>::sigmoid(xh));
+                const T f = normalised_forget(x[j], x[H + j]);
+                const T xh = x[2 * H + j], ht = positive(xh, Math<T>::sigmoid(xh));
                 cur[j] = ht + f * (prev[j] - ht);
             }
         }
@@ -108,10 +114,11 @@ void scan_backward_range(const ScanArgs& a, int64_t n0, int64_t n1) {
                 g[j] = gj * ((T)1 - z);
             }
         } else {
+#pragma omp simd
             for (int64_t j = j0; j < j1; ++j) {
                 const T gj = g[j] + dh[j];
                 const T xf = x[j], xi = x[H + j], xh = x[2 * H + j], s = Math<T>::sigmoid(xh);
-                const T f = Math<T>::sigmoid(logsigmoid(xf) - logsigmoid(xi));
+                const T f = normalised_forget(xf, xi);
                 const T ht = positive(xh, s);
                 const T du = gj * (prev[j] - ht) * f * ((T)1 - f);
                 dx[j] = du * Math<T>::sigmoid(-xf);  // d logsigmoid(x) / dx = sigmoid(-x)
