@@ -34,11 +34,11 @@ from typing import Callable, NamedTuple, Optional, Protocol, Sequence, Union, ru
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..checks import check_size
 
-__all__ = ["Cell", "State", "Weight", "CellKind", "BoundCell", "SIZE_FIELDS", "flags_of", "weights_tuple", "present_weights",
+__all__ = ["Cell", "State", "Weight", "CellKind", "BoundCell", "KindCell", "SIZE_FIELDS", "flags_of", "weights_tuple", "present_weights",
            "init_weights_", "gate_norm", "uniform_", "orthogonal_blocks_", "check_sizes", "check_recurrent_init",
            "LN_EPS"]
 
@@ -223,3 +223,66 @@ class BoundCell:
 
     def __repr__(self) -> str:
         return f"BoundCell({self.config})"
+
+
+class KindCell(nn.Module):
+    """A cell module over a kind's reference functions: the cells after 2017 (``MinGRUCell``,
+    ``SRUCell``, ...) are this plus their argument checks and docstring.
+
+    The subclass's ``__init__`` checks its arguments and calls ``_build(kind, config)``, which
+    registers one parameter per weight the config has (the kind's table, in its order) and
+    initialises them (``reset_parameters``: the kind's ``init``, or the table's ``init`` column).
+    Then ``weights()``, ``backend_config()``, ``initial_state`` (zeros of the kind's
+    ``state_shapes``), ``project_input``, ``step(xp_t, state, gates=None)`` and
+    ``forward(x_t, state=None)`` all go through the kind: the equations stay in its functions.
+    """
+
+    def _build(self, kind: CellKind, config) -> None:
+        self.kind, self.config = kind, config
+        self.input_size, self.hidden_size, self.output_size = config.input_size, config.hidden_size, config.hidden_size
+        for row in kind.table:
+            shape = row.shape(config)
+            self.register_parameter(row.name, None if shape is None else nn.Parameter(torch.empty(shape)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise the weights as the kind says (its ``init``, or the table's ``init`` column)."""
+        if self.kind.init is not None:
+            self.kind.init(self.config, self.weights())
+        else:
+            init_weights_(self.kind.table, self.weights(), self.hidden_size)
+
+    def weights(self):
+        """The parameters as the typed tuple the reference functions take."""
+        return self.kind.weights(*(getattr(self, row.name) for row in self.kind.table))
+
+    def backend_config(self):
+        """What the engine's backends are chosen by; None for a subclass with its own step."""
+        own = type(self).step is KindCell.step and type(self).project_input is KindCell.project_input
+        return self.config if own else None
+
+    def initial_state(self, batch_size: int, device=None, dtype=None) -> State:
+        """Zeros: ``h`` (B, H), or the tuple of the kind's ``state_names``, each (B, ...)."""
+        dtype = dtype or self.weight_ih.dtype
+        parts = tuple(torch.zeros((batch_size,) + tuple(shape), device=device, dtype=dtype)
+                      for shape in self.kind.state_shapes(self.config))
+        return parts[0] if self.kind.state_names is None else parts
+
+    def project_input(self, x: Tensor) -> Tensor:
+        """The input part of every step at once: (..., I) -> (..., G)."""
+        return self.kind.project(self.config, self.weights(), x)
+
+    def step(self, xp_t: Tensor, state_tm1: State, gates: dict | None = None):
+        """One step from the projected input (B, G): returns h_t, state_t."""
+        return self.kind.step(self.config, self.weights(), xp_t, state_tm1, gates)
+
+    def forward(self, x_t: Tensor, state_tm1: State | None = None):
+        if state_tm1 is None:
+            state_tm1 = self.initial_state(x_t.shape[0], x_t.device, x_t.dtype)
+        return self.step(self.project_input(x_t), state_tm1)
+
+    def extra_repr(self) -> str:
+        """The sizes, then every flag that is not its default."""
+        changed = [f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config)
+                   if f.name not in SIZE_FIELDS and getattr(self.config, f.name) != f.default]
+        return ", ".join([f"{self.input_size}, {self.hidden_size}"] + changed)

@@ -10,10 +10,10 @@ from typing import ClassVar, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..checks import check_bool, check_choice
-from .base import CellKind, Weight, check_sizes, gate_norm, init_weights_, present_weights, weights_tuple
+from .base import KindCell, CellKind, Weight, check_sizes, gate_norm, init_weights_, weights_tuple
 
 __all__ = ["IndRNNCell", "IndRNNConfig", "IndRNNWeights", "INDRNN_WEIGHTS", "INDRNN_KIND", "indrnn_project",
            "indrnn_step", "indrnn_init_"]
@@ -43,7 +43,7 @@ IndRNNWeights = weights_tuple("IndRNNWeights", INDRNN_WEIGHTS)
 IndRNNWeights.__module__ = __name__
 
 
-class IndRNNCell(nn.Module):
+class IndRNNCell(KindCell):
     r"""One step of an IndRNN (Li et al. 2018, "Independently Recurrent Neural Network (IndRNN):
     Building A Longer and Deeper RNN", arXiv 1803.04831)::
 
@@ -82,45 +82,8 @@ class IndRNNCell(nn.Module):
         check_bool("IndRNNCell", "bias", bias)
         check_sizes("IndRNNCell", input_size, hidden_size)
         check_choice("IndRNNCell", "nonlinearity", nonlinearity, INDRNN_NONLINEARITIES)
-        self.config = IndRNNConfig(input_size, hidden_size, bias, nonlinearity)
-        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
+        self._build(INDRNN_KIND, IndRNNConfig(input_size, hidden_size, bias, nonlinearity))
         self.nonlinearity = nonlinearity
-        shapes = dict(present_weights(INDRNN_WEIGHTS, self.config))
-        for row in INDRNN_WEIGHTS:
-            shape = shapes.get(row.name)
-            self.register_parameter(row.name, None if shape is None else nn.Parameter(torch.empty(shape)))
-        indrnn_init_(self.weights(), self.config)
-
-    def weights(self) -> IndRNNWeights:
-        """The parameters as the typed tuple the reference functions take."""
-        return IndRNNWeights(*(getattr(self, row.name) for row in INDRNN_WEIGHTS))
-
-    def backend_config(self) -> IndRNNConfig | None:
-        """What the engine's backends are chosen by; None for a subclass with its own step."""
-        own = type(self).step is IndRNNCell.step and type(self).project_input is IndRNNCell.project_input
-        return self.config if own else None
-
-    def initial_state(self, batch_size: int, device=None, dtype=None) -> Tensor:
-        """Zeros (B, H)."""
-        return torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype or self.weight_ih.dtype)
-
-    def project_input(self, x: Tensor) -> Tensor:
-        """W x + b for any leading dims: (..., I) -> (..., H)."""
-        return indrnn_project(self.weights(), x)
-
-    def step(self, wx_t: Tensor, h_tm1: Tensor, gates: dict | None = None):
-        """One step from the projected input (B, H): returns h, h."""
-        return indrnn_step(self.weights(), wx_t, h_tm1, self.nonlinearity, gates)
-
-    def forward(self, x_t: Tensor, h_tm1: Tensor | None = None):
-        if h_tm1 is None:
-            h_tm1 = self.initial_state(x_t.shape[0], x_t.device, x_t.dtype)
-        return self.step(self.project_input(x_t), h_tm1)
-
-    def extra_repr(self) -> str:
-        flags = [f"{self.input_size}, {self.hidden_size}"]
-        flags += ["bias=False"] * (not self.config.bias) + [f"nonlinearity={self.nonlinearity!r}"]
-        return ", ".join(flags)
 
 
 # -- the equations, once ----------------------------------------------------------------------

@@ -13,10 +13,10 @@ from typing import ClassVar, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..checks import check_bool
-from .base import CellKind, Weight, check_sizes, gate_norm, init_weights_, present_weights, weights_tuple
+from .base import CellKind, KindCell, Weight, check_sizes, gate_norm, weights_tuple
 
 __all__ = ["MinGRUConfig", "MinLSTMConfig", "MinGRUWeights", "MinLSTMWeights", "MINGRU_WEIGHTS", "MINLSTM_WEIGHTS",
            "MinGRUCell", "MinLSTMCell", "MINGRU_KIND", "MINLSTM_KIND", "min_project", "mingru_coefficients",
@@ -112,55 +112,7 @@ def _min_step(coefficients, xp_t: Tensor, h_tm1: Tensor, gates: Optional[Dict[st
 
 # -- the cells --------------------------------------------------------------------------------
 
-class _MinCell(nn.Module):
-    """What MinGRUCell and MinLSTMCell share: weights from the table, one product, a linear step."""
-
-    table: tuple = ()
-    weights_type: type = tuple
-    config_type: type = object
-    coefficients = staticmethod(mingru_coefficients)
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
-        super().__init__()
-        name = type(self).__name__
-        check_bool(name, "bias", bias)
-        check_sizes(name, input_size, hidden_size)
-        self.config = self.config_type(input_size, hidden_size, bias)
-        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
-        shapes = dict(present_weights(self.table, self.config))
-        for row in self.table:
-            shape = shapes.get(row.name)
-            self.register_parameter(row.name, None if shape is None else nn.Parameter(torch.empty(shape)))
-        init_weights_(self.table, self.weights(), hidden_size)
-
-    def weights(self):
-        """The parameters as the typed tuple the reference functions take."""
-        return self.weights_type(*(getattr(self, row.name) for row in self.table))
-
-    def backend_config(self):
-        """What the engine's backends are chosen by; None for a subclass with its own step."""
-        own = type(self).step is _MinCell.step and type(self).project_input is _MinCell.project_input
-        return self.config if own else None
-
-    def initial_state(self, batch_size: int, device=None, dtype=None) -> Tensor:
-        return torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype or self.weight_ih.dtype)
-
-    def project_input(self, x: Tensor) -> Tensor:
-        return min_project(self.weights(), x)
-
-    def step(self, xp_t: Tensor, h_tm1: Tensor, gates: dict | None = None):
-        return _min_step(self.coefficients, xp_t, h_tm1, gates)
-
-    def forward(self, x_t: Tensor, h_tm1: Tensor | None = None):
-        if h_tm1 is None:
-            h_tm1 = self.initial_state(x_t.shape[0], x_t.device, x_t.dtype)
-        return self.step(self.project_input(x_t), h_tm1)
-
-    def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}" + ", bias=False" * (not self.config.bias)
-
-
-class MinGRUCell(_MinCell):
+class MinGRUCell(KindCell):
     r"""One step of minGRU (Feng et al. 2024, arXiv 2410.01201, section 3.1 and appendix)::
 
         z_t = sigmoid(W_z x_t + b_z)                 # update gate: the input only
@@ -185,11 +137,13 @@ class MinGRUCell(_MinCell):
         (2, 5)
     """
 
-    table, weights_type, config_type = MINGRU_WEIGHTS, MinGRUWeights, MinGRUConfig
-    coefficients = staticmethod(mingru_coefficients)
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        _check("MinGRUCell", input_size, hidden_size, bias)
+        self._build(MINGRU_KIND, MinGRUConfig(input_size, hidden_size, bias))
 
 
-class MinLSTMCell(_MinCell):
+class MinLSTMCell(KindCell):
     r"""One step of minLSTM (Feng et al. 2024, arXiv 2410.01201, section 3.2 and appendix)::
 
         f_t = sigmoid(W_f x_t + b_f)                 # forget gate
@@ -204,8 +158,15 @@ class MinLSTMCell(_MinCell):
     State: ``h`` (B, H).
     """
 
-    table, weights_type, config_type = MINLSTM_WEIGHTS, MinLSTMWeights, MinLSTMConfig
-    coefficients = staticmethod(minlstm_coefficients)
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        _check("MinLSTMCell", input_size, hidden_size, bias)
+        self._build(MINLSTM_KIND, MinLSTMConfig(input_size, hidden_size, bias))
+
+
+def _check(owner: str, input_size, hidden_size, bias) -> None:
+    check_bool(owner, "bias", bias)
+    check_sizes(owner, input_size, hidden_size)
 
 
 def _project(config, w, x: Tensor, linear=F.linear, norm=gate_norm) -> Tensor:

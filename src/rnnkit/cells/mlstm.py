@@ -13,10 +13,10 @@ from typing import ClassVar, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..checks import check_bool, check_size
-from .base import CellKind, Weight, check_sizes, gate_norm, init_weights_, present_weights, weights_tuple
+from .base import KindCell, CellKind, Weight, check_sizes, gate_norm, init_weights_, weights_tuple
 
 __all__ = ["MLSTMCell", "MLSTMConfig", "MLSTMWeights", "MLSTM_WEIGHTS", "MLSTM_KIND", "mlstm_project", "mlstm_step",
            "mlstm_init_", "mlstm_split", "check_heads"]
@@ -56,7 +56,7 @@ def check_heads(owner: str, hidden_size: int, num_heads: int) -> None:
         raise ValueError(f"{owner}: hidden_size must be divisible by num_heads={num_heads}, got {hidden_size}")
 
 
-class MLSTMCell(nn.Module):
+class MLSTMCell(KindCell):
     r"""One step of an mLSTM (Beck et al. 2024, "xLSTM", arXiv 2405.04517, section 2.3).
 
     The long-term memory is a matrix ``C`` per head (d = H / NH units each): the step writes the
@@ -106,45 +106,8 @@ class MLSTMCell(nn.Module):
         check_bool("MLSTMCell", "bias", bias)
         check_sizes("MLSTMCell", input_size, hidden_size)
         check_heads("MLSTMCell", hidden_size, num_heads)
-        self.config = MLSTMConfig(input_size, hidden_size, bias, num_heads)
-        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
+        self._build(MLSTM_KIND, MLSTMConfig(input_size, hidden_size, bias, num_heads))
         self.num_heads = num_heads
-        shapes = dict(present_weights(MLSTM_WEIGHTS, self.config))
-        for row in MLSTM_WEIGHTS:
-            shape = shapes.get(row.name)
-            self.register_parameter(row.name, None if shape is None else nn.Parameter(torch.empty(shape)))
-        mlstm_init_(self.weights(), self.config)
-
-    def weights(self) -> MLSTMWeights:
-        """The parameters as the typed tuple the reference functions take."""
-        return MLSTMWeights(*(getattr(self, row.name) for row in MLSTM_WEIGHTS))
-
-    def backend_config(self) -> MLSTMConfig | None:
-        """What the engine's backends are chosen by; None for a subclass with its own step."""
-        own = type(self).step is MLSTMCell.step and type(self).project_input is MLSTMCell.project_input
-        return self.config if own else None
-
-    def initial_state(self, batch_size: int, device=None, dtype=None) -> MLSTMState:
-        """Zeros: ``h`` (B, H), ``C`` (B, NH, d, d), ``n`` (B, NH, d), ``m`` (B, NH)."""
-        dtype = dtype or self.weight_ih.dtype
-        return tuple(torch.zeros((batch_size,) + shape, device=device, dtype=dtype)
-                     for shape in _state_shapes(self.config))
-
-    def project_input(self, x: Tensor) -> Tensor:
-        return mlstm_project(self.weights(), x)
-
-    def step(self, xp_t: Tensor, state_tm1: MLSTMState, gates: dict | None = None):
-        return mlstm_step(self.weights(), xp_t, state_tm1, self.num_heads, gates)
-
-    def forward(self, x_t: Tensor, state_tm1: MLSTMState | None = None):
-        if state_tm1 is None:
-            state_tm1 = self.initial_state(x_t.shape[0], x_t.device, x_t.dtype)
-        return self.step(self.project_input(x_t), state_tm1)
-
-    def extra_repr(self) -> str:
-        flags = [f"{self.input_size}, {self.hidden_size}"]
-        flags += ["bias=False"] * (not self.config.bias) + [f"num_heads={self.num_heads}"] * (self.num_heads != 1)
-        return ", ".join(flags)
 
 
 # -- the equations, once ----------------------------------------------------------------------

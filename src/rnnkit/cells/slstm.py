@@ -10,10 +10,10 @@ from typing import ClassVar, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..checks import check_bool
-from .base import CellKind, Weight, check_sizes, gate_norm, init_weights_, present_weights, weights_tuple
+from .base import KindCell, CellKind, Weight, check_sizes, gate_norm, init_weights_, weights_tuple
 
 __all__ = ["SLSTMCell", "SLSTMConfig", "SLSTMWeights", "SLSTM_WEIGHTS", "SLSTM_KIND", "slstm_project", "slstm_step",
            "slstm_init_"]
@@ -42,7 +42,7 @@ SLSTMWeights = weights_tuple("SLSTMWeights", SLSTM_WEIGHTS)
 SLSTMWeights.__module__ = __name__
 
 
-class SLSTMCell(nn.Module):
+class SLSTMCell(KindCell):
     r"""One step of an sLSTM (Beck et al. 2024, "xLSTM: Extended Long Short-Term Memory",
     arXiv 2405.04517, section 2.2)::
 
@@ -96,43 +96,7 @@ class SLSTMCell(nn.Module):
         super().__init__()
         check_bool("SLSTMCell", "bias", bias)
         check_sizes("SLSTMCell", input_size, hidden_size)
-        self.config = SLSTMConfig(input_size, hidden_size, bias)
-        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
-        shapes = dict(present_weights(SLSTM_WEIGHTS, self.config))
-        for row in SLSTM_WEIGHTS:
-            shape = shapes.get(row.name)
-            self.register_parameter(row.name, None if shape is None else nn.Parameter(torch.empty(shape)))
-        slstm_init_(self.weights(), self.config)
-
-    def weights(self) -> SLSTMWeights:
-        """The parameters as the typed tuple the reference functions take."""
-        return SLSTMWeights(*(getattr(self, row.name) for row in SLSTM_WEIGHTS))
-
-    def backend_config(self) -> SLSTMConfig | None:
-        """What the engine's backends are chosen by; None for a subclass with its own step."""
-        own = type(self).step is SLSTMCell.step and type(self).project_input is SLSTMCell.project_input
-        return self.config if own else None
-
-    def initial_state(self, batch_size: int, device=None, dtype=None) -> SLSTMState:
-        """Zeros ``(h, c, n, m)``, each (B, H)."""
-        dtype = dtype or self.weight_ih.dtype
-        return tuple(torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype) for _ in range(4))
-
-    def project_input(self, x: Tensor) -> Tensor:
-        """W x + b for any leading dims: (..., I) -> (..., 4H)."""
-        return slstm_project(self.weights(), x)
-
-    def step(self, wx_t: Tensor, state_tm1: SLSTMState, gates: dict | None = None):
-        """One step from the projected input (B, 4H): returns h, (h, c, n, m)."""
-        return slstm_step(self.weights(), wx_t, state_tm1, gates)
-
-    def forward(self, x_t: Tensor, state_tm1: SLSTMState | None = None):
-        if state_tm1 is None:
-            state_tm1 = self.initial_state(x_t.shape[0], x_t.device, x_t.dtype)
-        return self.step(self.project_input(x_t), state_tm1)
-
-    def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}" + ", bias=False" * (not self.config.bias)
+        self._build(SLSTM_KIND, SLSTMConfig(input_size, hidden_size, bias))
 
 
 # -- the equations, once ----------------------------------------------------------------------

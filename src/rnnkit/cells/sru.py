@@ -11,10 +11,10 @@ from typing import ClassVar, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..checks import check_bool
-from .base import CellKind, Weight, check_sizes, gate_norm, init_weights_, present_weights, weights_tuple
+from .base import KindCell, CellKind, Weight, check_sizes, gate_norm, init_weights_, weights_tuple
 
 __all__ = ["SRUCell", "SRUConfig", "SRUWeights", "SRU_WEIGHTS", "SRU_KIND", "sru_project", "sru_step",
            "sru_coefficients", "sru_output", "sru_init_"]
@@ -46,7 +46,7 @@ SRUWeights = weights_tuple("SRUWeights", SRU_WEIGHTS)
 SRUWeights.__module__ = __name__
 
 
-class SRUCell(nn.Module):
+class SRUCell(KindCell):
     r"""One step of an SRU (Lei et al. 2018, "Simple Recurrent Units for Highly Parallelizable
     Recurrence", arXiv 1709.02755)::
 
@@ -93,45 +93,8 @@ class SRUCell(nn.Module):
         check_bool("SRUCell", "bias", bias)
         check_bool("SRUCell", "peephole", peephole)
         check_sizes("SRUCell", input_size, hidden_size)
-        self.config = SRUConfig(input_size, hidden_size, bias, peephole)
-        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
+        self._build(SRU_KIND, SRUConfig(input_size, hidden_size, bias, peephole))
         self.peephole = peephole
-        shapes = dict(present_weights(SRU_WEIGHTS, self.config))
-        for row in SRU_WEIGHTS:
-            shape = shapes.get(row.name)
-            self.register_parameter(row.name, None if shape is None else nn.Parameter(torch.empty(shape)))
-        sru_init_(self.weights(), self.config)
-
-    def weights(self) -> SRUWeights:
-        """The parameters as the typed tuple the reference functions take."""
-        return SRUWeights(*(getattr(self, row.name) for row in SRU_WEIGHTS))
-
-    def backend_config(self) -> SRUConfig | None:
-        """What the engine's backends are chosen by; None for a subclass with its own step."""
-        own = type(self).step is SRUCell.step and type(self).project_input is SRUCell.project_input
-        return self.config if own else None
-
-    def initial_state(self, batch_size: int, device=None, dtype=None) -> tuple[Tensor, Tensor]:
-        """Zeros ``(h, c)``, each (B, H)."""
-        dtype = dtype or self.weight_ih.dtype
-        return tuple(torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype) for _ in range(2))
-
-    def project_input(self, x: Tensor) -> Tensor:
-        """(..., I) -> (..., 4H), see ``sru_project``."""
-        return sru_project(self.weights(), x, self.hidden_size)
-
-    def step(self, xp_t: Tensor, state_tm1: tuple[Tensor, Tensor], gates: dict | None = None):
-        """One step from the projected input (B, 4H): returns h, (h, c)."""
-        return sru_step(self.weights(), xp_t, state_tm1, gates)
-
-    def forward(self, x_t: Tensor, state_tm1: tuple[Tensor, Tensor] | None = None):
-        if state_tm1 is None:
-            state_tm1 = self.initial_state(x_t.shape[0], x_t.device, x_t.dtype)
-        return self.step(self.project_input(x_t), state_tm1)
-
-    def extra_repr(self) -> str:
-        flags = [f"{self.input_size}, {self.hidden_size}"]
-        return ", ".join(flags + ["bias=False"] * (not self.config.bias) + ["peephole=True"] * self.peephole)
 
 
 # -- the equations, once ----------------------------------------------------------------------
