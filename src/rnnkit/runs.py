@@ -20,13 +20,13 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from .tasks import ENTRY_POINT_GROUP, Task, get_task
-from .training import TrainConfig, evaluate_batches, fit_run
+from .training import Callback, TrainConfig, evaluate_batches, fit_run
 from .training.checkpoint import CheckpointError, load_weights
 from .training.device import module_device, resolve_device
 from .training.run import baseline_metrics, split_metrics
@@ -42,14 +42,15 @@ __all__ = ["train", "load", "load_task", "task_class", "evaluate", "RunModel", "
 
 
 def train(task_name: str, options, config: TrainConfig, out: str | Path, resume: bool = False,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train the task registered as ``task_name``, with ``options`` (an instance of its
-    ``Options`` dataclass), into the run directory ``out``; returns the summary."""
+    ``Options`` dataclass), into the run directory ``out``; returns the summary. ``callbacks``
+    are called beside the run's own (metrics.jsonl, progress bar)."""
     cls = get_task(task_name)
     if not isinstance(options, cls.Options):
         raise TypeError(f"train: options of task {task_name} must be a {cls.Options.__name__}, "
                         f"got {type(options).__name__}")
-    return fit_run(cls(options), config, out, resume=resume, progress=progress)
+    return fit_run(cls(options), config, out, resume=resume, progress=progress, callbacks=callbacks)
 
 
 class RunModel(nn.Module):

@@ -12,7 +12,8 @@ TINY = dict(hidden_size=16, lr=1e-2, eval_every=20, val_size=100, test_size=200,
 
 
 def test_adding_experiment_writes_table_results_and_plots(tmp_path):
-    cfg = MemoryExperimentConfig(task="adding", lengths=(2, 6), cells=("rnn", "lstm"), steps=200, **TINY)
+    cfg = MemoryExperimentConfig(task="adding", lengths=(2, 6), cells=("rnn", "lstm"), steps=200, **TINY,
+                                 stop_when_solved=False)
     seen = []
     results = run_memory_experiment(cfg, tmp_path, on_result=seen.append)
     for name in ("table.md", "results.json", "curves.png", "gradients.png"):
@@ -36,6 +37,17 @@ def test_adding_experiment_writes_table_results_and_plots(tmp_path):
     assert "budget per run: at most 200 steps" in table[0]
     assert len([line for line in table if line.startswith("| ")]) == 1 + len(rows)
     assert "| 2 | lstm | 200 |" in table[5] and f"| {rows[1]['steps_to_solve']} | yes |" in table[5]
+
+
+def test_a_run_stops_at_its_first_solving_validation(tmp_path):
+    cfg = MemoryExperimentConfig(task="adding", lengths=(2,), cells=("lstm",), steps=200, **TINY)
+    (row,) = run_memory_experiment(cfg, tmp_path)["rows"]
+    solved_at = row["steps_to_solve"]
+    assert solved_at is not None and solved_at < 200  # as in the 200-step run above
+    assert row["steps"] == solved_at and row["stopped"] == f"solved at step {solved_at} (val mse)"
+    curve = json.loads((tmp_path / "results.json").read_text())["curves"]["adding-T2-lstm"]
+    assert curve[-1][0] == solved_at and curve[-1][1] < 0.01 and all(mse >= 0.01 for _, mse in curve[:-1])
+    assert row["solved"] == (row["test_mse"] < 0.01)
 
 
 def test_copy_experiment_and_the_time_budget(tmp_path):

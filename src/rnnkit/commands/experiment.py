@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         memory.add_argument("--" + name.replace("_", "-"), type=int, default=d[name], help=f"default {d[name]}")
     memory.add_argument("--lr", type=float, default=d["lr"], help=f"Adam learning rate (default {d['lr']:g})")
     memory.add_argument("--clip-norm", type=float, default=d["clip_norm"], help=f"default {d['clip_norm']:g}")
+    memory.add_argument("--stop-when-solved", action=argparse.BooleanOptionalAction, default=d["stop_when_solved"],
+                        help="end each run at its first validation that meets the criterion (default: yes)")
     memory.add_argument("--out", metavar="DIR", default=None, help="output folder (default runs/memory-TASK)")
     _add_race(sub)
 
@@ -96,7 +98,7 @@ def run(args) -> int:
         task=args.task, lengths=tuple(args.lengths), cells=tuple(args.cells), max_minutes=args.max_minutes,
         steps=args.steps, hidden_size=args.hidden_size, batch_size=args.batch_size, lr=args.lr,
         clip_norm=args.clip_norm, eval_every=args.eval_every, val_size=args.val_size, test_size=args.test_size,
-        seed=args.seed,
+        seed=args.seed, stop_when_solved=args.stop_when_solved,
     )
     out = args.out or f"runs/memory-{config.task}"
     metric = "mse" if config.task == "adding" else "accuracy"

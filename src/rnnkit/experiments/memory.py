@@ -51,6 +51,9 @@ class MemoryExperimentConfig:
     val_size: int = 1_000
     test_size: int = 10_000
     seed: int = 0
+    # end a run at its first validation that meets the criterion ("steps to solve" is then its
+    # last evaluation); False trains every run to the end of its budget
+    stop_when_solved: bool = True
 
     def __post_init__(self) -> None:
         from ..models.recurrent import CELLS
@@ -92,6 +95,19 @@ def _task_setup(config: MemoryExperimentConfig, T: int, cell: str):
     return CopyOptions(**common), "accuracy", lambda v: v >= SOLVED_ACCURACY
 
 
+def _stop_when_solved(metric: str, solved: Callable[[float], bool]):
+    """A training callback that ends the run at the first validation whose ``metric`` meets
+    ``solved`` (built here: the trainer's module imports torch, this one does not at import)."""
+    from ..training.trainer import Callback
+
+    class StopWhenSolved(Callback):
+        def on_eval_end(self, trainer, record: dict) -> None:
+            if solved(record[f"val_{metric}"]):
+                trainer.progress.stopped = trainer.progress.stopped or f"solved at step {record['step']} (val {metric})"
+
+    return StopWhenSolved()
+
+
 def run_memory_experiment(config: MemoryExperimentConfig, out: str | Path,
                           on_result: Callable[[dict], None] | None = None) -> dict:
     """Train every (length, cell) pair of ``config`` into ``out``; write the table and plots.
@@ -119,7 +135,8 @@ def run_memory_experiment(config: MemoryExperimentConfig, out: str | Path,
                                     log_every=config.eval_every, schedule="constant", seed=config.seed)
             key = f"{config.task}-T{T}-{cell}"
             log.info("memory experiment: training %s", key)
-            summary = train(config.task, options, train_cfg, runs / key, progress=False)
+            stop = [_stop_when_solved(metric, solved)] if config.stop_when_solved else []
+            summary = train(config.task, options, train_cfg, runs / key, progress=False, callbacks=stop)
             curve = _val_curve(runs / key / "metrics.jsonl", metric)
             solved_at = next((step for step, value in curve if solved(value)), None)
             flow = _trained_gradient_flow(runs / key)

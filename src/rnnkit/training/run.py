@@ -29,7 +29,7 @@ import shutil
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from .device import check_precision, resolve_device
 from .distributed import all_reduce_sum, local_rank, setup, teardown
 from .lock import RunLock
 from .protocol import RunTask
-from .trainer import TrainConfig, Trainer
+from .trainer import Callback, TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ SUMMARY_FIELDS = {"task": str, "steps": int, "epochs": int, "stopped": str}
 
 
 def fit_run(task: RunTask, config: TrainConfig, out: str | Path, resume: bool = False,
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train ``task`` (options set, not yet prepared) into the run directory ``out``; returns the summary.
 
     Steps: seed every generator with ``config.seed``; ``task.prepare`` the splits; build the
@@ -64,7 +64,8 @@ def fit_run(task: RunTask, config: TrainConfig, out: str | Path, resume: bool = 
     (the others get ``{}``). ``config.device`` and ``config.precision`` are checked against
     the machine before anything is read or written (a CUDA device it lacks, 16-mixed off
     CUDA: a one-line ValueError); summary.json records the resolved device (rank 0's, e.g.
-    "cuda:0") and the precision.
+    "cuda:0") and the precision. ``callbacks`` (rank 0 only) are called after the run's own
+    (metrics.jsonl, progress bar): e.g. one that sets ``trainer.progress.stopped`` ends training.
     """
     config.validate()
     device = resolve_device(config.device, "TrainConfig", "device", local_rank=local_rank())
@@ -89,7 +90,7 @@ def fit_run(task: RunTask, config: TrainConfig, out: str | Path, resume: bool = 
             for name in RUN_FILES:
                 if (out / name).is_file():
                     read_run_bytes(out, name)
-        return _fit_run(task, config, out, resume, progress, device)
+        return _fit_run(task, config, out, resume, progress, device, callbacks)
 
 
 def _run_state(out: Path, resume: bool, config: TrainConfig) -> str:
@@ -109,7 +110,8 @@ def _run_state(out: Path, resume: bool, config: TrainConfig) -> str:
     return "resumable" if resume else "new"
 
 
-def _fit_run(task: RunTask, config: TrainConfig, out: Path, resume: bool, progress: bool, device) -> dict[str, Any]:
+def _fit_run(task: RunTask, config: TrainConfig, out: Path, resume: bool, progress: bool, device,
+             extra: Sequence[Callback]) -> dict[str, Any]:
     began = time.perf_counter()  # a time budget (max_minutes) covers the whole command from here
     dist = setup(device)
     try:
@@ -130,7 +132,7 @@ def _fit_run(task: RunTask, config: TrainConfig, out: Path, resume: bool, progre
                                                     "train": dataclasses.asdict(config),
                                                     "data_files": data_snapshot(task.options)}, run_dir=out)
             atomic_write_json(out / "preprocess.json", task.meta, run_dir=out)
-            callbacks = [JsonlLogger(out / "metrics.jsonl")] + ([ProgressBar(task.metric)] if progress else [])
+            callbacks = [JsonlLogger(out / "metrics.jsonl"), *([ProgressBar(task.metric)] if progress else []), *extra]
         # the baselines need no model: computed before training, their time comes out of its budget
         baselines = baseline_metrics(task, splits, "test") if dist.is_main else {}
         trainer = Trainer(task, model, loaders["train"], loaders["val"], config, run_dir=out,
