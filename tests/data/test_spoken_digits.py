@@ -76,7 +76,7 @@ def test_data_are_cached_and_reproducible(tmp_path):
     first = sd.load_spoken_digits(config, tmp_path, workers=2)
     (folder,) = [p for p in tmp_path.iterdir()]
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["manifest.json"] + [f"{s}_{kind}.npy" for s in ("train", "val", "test") for kind in ("features", "lengths")])
+        ["manifest.json", "channels.json"] + [f"{s}_{kind}.npy" for s in ("train", "val", "test") for kind in ("features", "lengths")])
     for name, n in (("train", 6), ("val", 2), ("test", 3)):
         part = first[name]
         assert len(part.utterances) == len(part.lengths) == n
@@ -86,9 +86,9 @@ def test_data_are_cached_and_reproducible(tmp_path):
         words = np.array([len(u.text.split()) for u in part.utterances])
         assert bool(np.all(part.lengths > 15 * words)) and bool(np.all(part.lengths < 80 * words + 50))
     # Synthesised again in a fresh worker (what a cache miss does): identical features.
-    features, lengths = sd.synthesize_features(first["train"].utterances, 40, workers=1, seed=0)
-    np.testing.assert_array_equal(features, first["train"].features)
-    np.testing.assert_array_equal(lengths, first["train"].lengths)
+    made = sd.synthesize_features(first["train"].utterances, 40, workers=1, seed=0)
+    np.testing.assert_array_equal(made.features, first["train"].features)
+    np.testing.assert_array_equal(made.lengths, first["train"].lengths)
     again = sd.load_spoken_digits(config, tmp_path)  # from the cache
     np.testing.assert_array_equal(again["test"].features, first["test"].features)
 

@@ -166,3 +166,60 @@ def test_evaluate_on_a_table_of_recordings(run, tmp_path):
     (tmp_path / "gone.csv").write_text("path,text\nmissing.wav,one\n")
     with pytest.raises(ValueError, match="missing.wav does not exist"):
         evaluate(root / "run", str(tmp_path / "gone.csv"))
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("engines", "espeak,sam", r"engines must be one or more of espeak, flite, festival \(no repeats\)"),
+    ("held_out_engine", "espeak", "held_out_engine must be one of espeak, flite, festival not among engines"),
+    ("augment", "noise,echo", "augment must be some of speed, pitch, reverb, noise, telephone"),
+])
+def test_options_reject_bad_engines_and_channels(field, value, words):
+    with pytest.raises(ValueError, match=f"SpeechOptions: {words}"):
+        SpeechOptions(**{field: value})
+
+
+def test_options_name_engines_and_channels_as_lists():
+    from rnnkit.data.audio_augment import AUGMENTATIONS
+
+    config = SpeechOptions(engines="espeak, flite", held_out_engine="festival", augment="all").data_config()
+    assert config.engines == ("espeak", "flite") and config.held_out_engine == "festival"
+    assert config.augment == AUGMENTATIONS
+    assert SpeechOptions(augment="noise,telephone").data_config().augment == ("noise", "telephone")
+    assert SpeechOptions().data_config().augment == () and SpeechOptions().data_config().engines == ("espeak",)
+
+
+def test_a_held_out_engine_run_with_every_channel_predicts_and_streams(tmp_path):
+    """Trained on espeak + flite through random channels and SpecAugment, validated and tested on
+    Festival: the run records the split, reads 8 kHz and 16 kHz files alike, and the streaming
+    CTC decoder reads what greedy decoding reads."""
+    from rnnkit.data.datasets import synthesizers as syn
+    from rnnkit.streaming import CTCStreamDecoder
+
+    for engine in ("flite", "festival"):
+        if not syn.engine_available(engine):
+            pytest.skip(f"{engine} is not installed here ({syn._INSTALL[engine]})")
+    options = SpeechOptions(cache_dir=str(tmp_path / "cache"), engines="espeak,flite", held_out_engine="festival",
+                            augment="all", spec_augment=True, **{**TINY, "train_size": 48, "test_size": 6,
+                                                                 "val_size": 6})
+    summary = train("speech", options, TrainConfig(epochs=1, batch_size=16, lr=1e-2, seed=0), tmp_path / "run",
+                    progress=False)
+    assert summary["steps"] == 3 and np.isfinite(summary["test_loss"])
+    model = rnnkit.load(tmp_path / "run")
+    voices = json.loads((tmp_path / "run" / "preprocess.json").read_text())["voices"]
+    assert set(voices["train"]) == {"espeak", "flite"} and set(voices["val"]) == set(voices["test"]) == {"festival"}
+    audio, rate = syn.synthesize("festival", [("three eight", "ked_diphone", 175, 50)])[0]
+    paths = []
+    for target in (8000, 16000):
+        paths.append(tmp_path / f"festival_{target}.wav")
+        sf.write(paths[-1], sd.resample(audio, rate, target), target, subtype="PCM_16")
+    rows = model.predict([str(p) for p in paths])
+    assert [r["frames"] for r in rows][0] == pytest.approx(rows[1]["frames"], abs=1)  # 10 ms frames either way
+    for path, row in zip(paths, rows):
+        file_audio, file_rate = sd.read_audio(path)
+        feats = torch.from_numpy(sd.audio_features(file_audio, file_rate))
+        out = model(feats[None], torch.tensor([len(feats)]))
+        assert model.task.decode(out.log_probs, out.lengths)[0] == row["text"]
+        decoder = CTCStreamDecoder(model.task.meta["tokens"])
+        for chunk in out.log_probs[0].split(3):  # frames as they would arrive
+            decoder.feed(chunk)
+        assert decoder.ids == ctc_greedy_decode(out.log_probs[0])

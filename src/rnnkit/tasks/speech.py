@@ -61,7 +61,18 @@ class SpeechOptions:
     cache_dir: str = ""  # "" = $RNNKIT_CACHE/speech or ~/.cache/rnnkit/speech
     workers: int = 2  # processes that synthesise the data (once per setting)
     labels: str = "words"  # "words": the ten digit words; "chars": letters and space (spelled out)
+    # synthesisers of the training voices, comma-separated: espeak, flite, festival (one not
+    # installed is skipped with a warning)
+    engines: str = "espeak"
+    # "": validate and test on espeak's held-out voices; an engine not in engines: on every voice
+    # of that synthesiser (a whole way of making speech that training never hears)
+    held_out_engine: str = ""
+    # channel of the training audio, comma-separated from speed, pitch, reverb, noise, telephone,
+    # or "all"; "" = clean (rnnkit.data.audio_augment)
+    augment: str = ""
+    spec_augment: bool = False  # SpecAugment (2 frequency and 2 time masks) on training batches
     # -- model
+    normalize: bool = True  # per-utterance mean/variance normalisation of the features
     stack: int = 3  # frames stacked into one step: 30 ms steps (frame subsampling)
     cell: str = "lstm"  # a name from rnnkit.models.CELLS
     hidden_size: int = 128
@@ -87,12 +98,25 @@ class SpeechOptions:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{owner}: {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        try:
+            self.data_config()
+        except ValueError as e:
+            raise ValueError(str(e).replace("SpokenDigitsConfig", owner)) from None
 
     def data_config(self) -> sd.SpokenDigitsConfig:
+        from ..data.audio_augment import AUGMENTATIONS
+
+        augment = AUGMENTATIONS if self.augment == "all" else _names(self.augment)
         return sd.SpokenDigitsConfig(
             train_size=self.train_size, val_size=self.val_size, test_size=self.test_size,
             min_digits=self.min_digits, max_digits=self.max_digits, min_rate=self.min_rate, max_rate=self.max_rate,
-            n_mels=self.n_mels, seed=self.data_seed)
+            n_mels=self.n_mels, seed=self.data_seed, engines=_names(self.engines),
+            held_out_engine=self.held_out_engine, augment=augment)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """"espeak, flite" -> ("espeak", "flite")."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def speech_tokens(labels: str) -> list[str]:
@@ -148,7 +172,7 @@ class SpeechTask(Task):
         config = o.data_config()
         splits = sd.load_spoken_digits(config, o.cache_dir or None, o.workers)
         self.meta = {"tokens": speech_tokens(o.labels), "labels": o.labels, "n_mels": o.n_mels,
-                     "feature_rate": sd.FEATURE_RATE, "voices": sd.voice_split(),
+                     "feature_rate": sd.FEATURE_RATE, "voices": {s: sd.split_voices(config, s) for s in splits},
                      "sizes": {name: len(part.lengths) for name, part in splits.items()}}
         data = {}
         for name, part in splits.items():
@@ -201,10 +225,15 @@ class SpeechTask(Task):
         o = self.options
         return CTCModel(CTCConfig(num_features=self.meta["n_mels"], num_classes=len(self.meta["tokens"]),
                                   stack=o.stack, cell=o.cell, hidden_size=o.hidden_size, num_layers=o.num_layers,
-                                  bidirectional=o.bidirectional, dropout=o.dropout))
+                                  bidirectional=o.bidirectional, dropout=o.dropout, normalize=o.normalize))
 
     def step(self, model, batch, state=None) -> StepOutput:
-        out = model(batch["x"], batch["lengths"])  # log_probs (B, T', C), lengths (B,)
+        x = batch["x"]  # (B, T, F)
+        if model.training and self.options.spec_augment:
+            from ..data.audio_augment import spec_augment
+
+            x = spec_augment(x, batch["lengths"])  # torch's generator: seeded with the run
+        out = model(x, batch["lengths"])  # log_probs (B, T', C), lengths (B,)
         loss_sum = F.ctc_loss(out.log_probs.transpose(0, 1), batch["targets"], out.lengths, batch["target_lengths"],
                               blank=0, reduction="sum", zero_infinity=True)  # log_probs as (T', B, C)
         stats = {}

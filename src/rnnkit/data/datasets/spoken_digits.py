@@ -1,9 +1,12 @@
-"""Spoken digit strings ("three one four one") synthesised with espeak-ng, as log-mel frames.
+"""Spoken digit strings ("three one four one") synthesised offline, as log-mel frames.
 
-The audio comes from libespeak-ng as shipped (with its voice data) by the espeakng-loader
-package, called through ``ctypes``; no system espeak-ng is needed. The pipeline::
+By default the audio comes from libespeak-ng as shipped (with its voice data) by the
+espeakng-loader package, called through ``ctypes``; no system espeak-ng is needed. flite and
+Festival (Debian packages) add their voices with ``engines`` (:mod:`.synthesizers`). The
+pipeline::
 
-    digits --words--> "three one four" --espeak-ng (voice, rate, pitch)--> int16 at 22,050 Hz
+    digits --words--> "three one four" --synthesiser (voice, rate, pitch)--> audio at its rate
+           [--channel (training only, ``augment``): speed, pitch, reverb, noise, telephone]
            --librosa.resample (soxr)--> float32 at 16 kHz
            --librosa log-mel (25 ms window, 10 ms hop, 40 bands)--> (T, 40) float32
 
@@ -14,8 +17,15 @@ likewise with the validation accents/variants, and the training voices are the r
 (5 accents x 12 variants = 60 voices). Each utterance draws its voice, its speaking rate
 (words per minute) and its pitch (0-99) at random.
 
+Held-out engines. With ``held_out_engine`` set (e.g. "festival"), training hears only the
+``engines`` (e.g. espeak's training voices and flite's), and validation and test are every
+voice of the held-out synthesiser: a proxy for speakers the model never heard, since a whole
+way of making speech is unseen. ``augment`` passes each training utterance through a random
+channel (:func:`rnnkit.data.audio_augment.augment`, seeded per utterance); validation and test
+stay clean.
+
 Determinism. Which texts, voices, rates and pitches make up a data set depends only on the
-settings and their ``seed``. libespeak-ng keeps internal state from one utterance to the
+settings and their ``seed`` (the channel drawn for each utterance too). libespeak-ng keeps internal state from one utterance to the
 next (the waveform of an utterance varies by a few samples with what was spoken before it,
 even after re-initialising or re-seeding its random generator), so the audio is
 reproducible only for a fixed sequence of calls in a fresh process. ``synthesize_features``
@@ -23,15 +33,15 @@ therefore runs each fixed chunk of utterances in a fresh Python process (this fi
 a worker), which makes the features identical run after run, whatever the number of
 worker processes. ``load_spoken_digits`` caches the features under
 ``~/.cache/rnnkit/speech/<key>/`` (``$RNNKIT_CACHE`` moves the root), keyed by every
-setting that changes them, as ``.npy`` files and JSON.
-
-This module imports nothing from rnnkit (the worker process runs this file alone).
+setting that changes them, as ``.npy`` files and JSON (the channel drawn for every training
+utterance is in ``channels.json``).
 """
 from __future__ import annotations
 
 import ctypes
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -44,8 +54,11 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 __all__ = ["DIGIT_WORDS", "ACCENTS", "VARIANTS", "TEST_ACCENTS", "TEST_VARIANTS", "VAL_ACCENTS", "VAL_VARIANTS",
-           "SpokenDigitsConfig", "Utterance", "SpokenDigits", "voice_split", "make_utterances", "Espeak",
+           "SpokenDigitsConfig", "Utterance", "SpokenDigits", "Synthesized", "voice_split", "split_voices",
+           "make_utterances", "Espeak",
            "synthesize_features", "load_spoken_digits", "read_audio", "resample", "log_mel", "audio_features",
            "cache_root", "FEATURE_RATE", "ESPEAK_RATE", "MAX_AUDIO_SECONDS", "MAX_AUDIO_SAMPLES",
            "MIN_AUDIO_RATE", "MAX_AUDIO_RATE", "MAX_AUDIO_CHANNELS", "MAX_AUDIO_AMPLITUDE"]
@@ -66,7 +79,7 @@ VAL_VARIANTS: tuple[str, ...] = ("m6", "f4")
 
 ESPEAK_RATE = 22050  # Hz, what libespeak-ng produces
 FEATURE_RATE = 16000  # Hz, what the features are computed at (any input is resampled to it)
-_GENERATION_VERSION = 1  # bump when the synthesis or the features change: a new cache key
+_GENERATION_VERSION = 2  # bump when the synthesis or the features change: a new cache key
 _CHUNK = 400  # utterances per worker process (fixed: the chunking decides the audio)
 
 
@@ -83,9 +96,32 @@ class SpokenDigitsConfig:
     max_pitch: int = 75
     n_mels: int = 40  # log-mel bands per 10 ms frame
     seed: int = 0  # fixes the texts, voices, rates and pitches
+    # synthesisers of the training voices (synthesizers.ENGINES); one not installed is skipped
+    # with a warning
+    engines: tuple[str, ...] = ("espeak",)
+    # "": validation and test are espeak's held-out voices; an engine name (not in engines):
+    # they are every voice of that synthesiser, which training never hears
+    held_out_engine: str = ""
+    augment: tuple[str, ...] = ()  # channel ingredients of training utterances (audio_augment.AUGMENTATIONS)
 
     def __post_init__(self) -> None:
+        from ..audio_augment import AUGMENTATIONS
+        from .synthesizers import ENGINES
+
         owner = "SpokenDigitsConfig"
+        self.engines, self.augment = tuple(self.engines), tuple(self.augment)
+        if not self.engines or any(e not in ENGINES for e in self.engines) or len(set(self.engines)) < len(self.engines):
+            raise ValueError(f"{owner}: engines must be one or more of {', '.join(ENGINES)} (no repeats), "
+                             f"got {list(self.engines)}")
+        if self.held_out_engine and (self.held_out_engine not in ENGINES or self.held_out_engine in self.engines):
+            raise ValueError(f"{owner}: held_out_engine must be one of {', '.join(ENGINES)} not among engines "
+                             f"{list(self.engines)}, got {self.held_out_engine!r}")
+        if not self.held_out_engine and "espeak" not in self.engines:
+            raise ValueError(f"{owner}: without held_out_engine, validation and test are espeak's held-out voices: "
+                             f"engines must include espeak, got {list(self.engines)}")
+        if any(a not in AUGMENTATIONS for a in self.augment) or len(set(self.augment)) < len(self.augment):
+            raise ValueError(f"{owner}: augment must be some of {', '.join(AUGMENTATIONS)} (no repeats), "
+                             f"got {list(self.augment)}")
         for name in ("train_size", "val_size", "test_size", "min_digits", "n_mels", "min_rate", "min_pitch"):
             value = getattr(self, name)
             low = 0 if name == "min_pitch" else 1
@@ -104,9 +140,10 @@ class SpokenDigitsConfig:
 
 class Utterance(NamedTuple):
     text: str  # "three one four"
-    voice: str  # "en-us+m3"
+    voice: str  # "en-us+m3" (espeak), "slt" (flite), "kal_diphone" (Festival)
     rate: int  # words per minute
     pitch: int  # 0-99
+    engine: str = "espeak"  # the synthesiser (synthesizers.ENGINES)
 
 
 class SpokenDigits(NamedTuple):
@@ -139,19 +176,50 @@ def voice_split() -> dict[str, list[str]]:
     return split
 
 
+def split_voices(config: SpokenDigitsConfig, split: str) -> dict[str, list[str]]:
+    """{engine: voices} of one split. Training: the installed ``engines`` (espeak with its training
+    voices, the others with all theirs); validation and test: espeak's held-out voices, or every
+    voice of ``held_out_engine``. ValueError if the held-out engine or every training engine is
+    missing."""
+    from .synthesizers import ENGINE_VOICES, engine_available
+
+    def voices(engine: str, part: str) -> list[str]:
+        if engine != "espeak":
+            return list(ENGINE_VOICES[engine])
+        split_of = voice_split()
+        return split_of[part] if part != "all" else split_of["train"] + split_of["val"] + split_of["test"]
+
+    if split != "train":
+        if not config.held_out_engine:
+            return {"espeak": voices("espeak", split)}
+        if not engine_available(config.held_out_engine):
+            raise ValueError(f"SpokenDigitsConfig: held_out_engine {config.held_out_engine} is not installed here")
+        return {config.held_out_engine: voices(config.held_out_engine, "all")}
+    present = [e for e in config.engines if engine_available(e)]
+    for engine in sorted(set(config.engines) - set(present)):
+        log.warning("spoken digits: engine %s is not installed: its voices are left out of training", engine)
+    if not present:
+        raise ValueError(f"SpokenDigitsConfig: none of the engines {list(config.engines)} is installed here")
+    return {e: voices(e, "train") for e in present}
+
+
 def make_utterances(config: SpokenDigitsConfig, split: str) -> list[Utterance]:
-    """The texts, voices, rates and pitches of one split; a function of config (and its seed) only."""
-    voices = voice_split()[split]
+    """The texts, voices, rates and pitches of one split; a function of config (and its seed) and
+    of which engines are installed. With several engines each utterance draws its engine, then
+    one of its voices (so every engine is heard about equally often)."""
+    pools = split_voices(config, split)
+    engines = list(pools)
     n = {"train": config.train_size, "val": config.val_size, "test": config.test_size}[split]
     rng = np.random.default_rng([config.seed, ("train", "val", "test").index(split)])
     out = []
     for _ in range(n):
         count = int(rng.integers(config.min_digits, config.max_digits + 1))
         text = " ".join(DIGIT_WORDS[d] for d in rng.integers(0, 10, count))
-        voice = voices[int(rng.integers(len(voices)))]
+        engine = engines[int(rng.integers(len(engines)))] if len(engines) > 1 else engines[0]
+        voice = pools[engine][int(rng.integers(len(pools[engine])))]
         rate = int(rng.integers(config.min_rate, config.max_rate + 1))
         pitch = int(rng.integers(config.min_pitch, config.max_pitch + 1))
-        out.append(Utterance(text, voice, rate, pitch))
+        out.append(Utterance(text, voice, rate, pitch, engine))
     return out
 
 
@@ -315,61 +383,91 @@ def _check_audio_header(path: Path, frames: int, channels: int, rate: int) -> No
 
 # -- synthesis in worker processes, and the cache -------------------------------------------------
 
-def _synthesize_chunk(utterances: Sequence[Utterance], n_mels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Features of utterances, synthesised in order in this process: (sum T, n_mels) float16, (N,) int64."""
-    engine = Espeak.get()
-    engine.lib.espeak_ng_SetRandSeed(ctypes.c_int(seed))
-    frames, lengths = [], []
-    for u in utterances:
-        audio = engine.synthesize(u.text, u.voice, u.rate, u.pitch).astype(np.float32) / 32768.0
-        feats = audio_features(audio, ESPEAK_RATE, n_mels)  # (T, n_mels)
+class Synthesized(NamedTuple):
+    """What ``synthesize_features`` made of a list of utterances."""
+
+    features: np.ndarray  # (sum of lengths, n_mels) float16
+    lengths: np.ndarray  # (N,) int64
+    channels: list[dict]  # (N,) the channel drawn for each utterance ({} without augment)
+
+
+def _synthesize_chunk(utterances: Sequence[Utterance], n_mels: int, seed: int, augment: Sequence[str] = (),
+                      augment_seeds: Sequence[int] = ()) -> Synthesized:
+    """Features of utterances, synthesised in order in this process (each engine's in one batch,
+    in the utterances' order), each passed through the channel of ``augment`` drawn with its
+    seed of ``augment_seeds``."""
+    from .synthesizers import synthesize
+
+    if any(u.engine == "espeak" for u in utterances):
+        Espeak.get().lib.espeak_ng_SetRandSeed(ctypes.c_int(seed))
+    audio: list = [None] * len(utterances)
+    for engine in dict.fromkeys(u.engine for u in utterances):
+        index = [i for i, u in enumerate(utterances) if u.engine == engine]
+        made = synthesize(engine, [(utterances[i].text, utterances[i].voice, utterances[i].rate, utterances[i].pitch)
+                                   for i in index])
+        for i, sound in zip(index, made):
+            audio[i] = sound
+    frames, lengths, channels = [], [], []
+    for k, (sound, rate) in enumerate(audio):
+        drawn: dict = {}
+        if augment:
+            from ..audio_augment import augment as channel
+
+            sound, rate, drawn = channel(sound, rate, augment, np.random.default_rng(augment_seeds[k]))
+        feats = audio_features(sound, rate, n_mels)  # (T, n_mels)
         frames.append(feats.astype(np.float16))
         lengths.append(len(feats))
-    return np.concatenate(frames), np.asarray(lengths, dtype=np.int64)
+        channels.append(drawn)
+    return Synthesized(np.concatenate(frames), np.asarray(lengths, dtype=np.int64), channels)
 
 
 def _worker_main(job_path: str) -> None:
-    """Worker process: read a job (JSON), write features.npy and lengths.npy beside it."""
+    """Worker process: read a job (JSON), write features.npy, lengths.npy and channels.json beside it."""
     job = json.loads(Path(job_path).read_text())
     utterances = [Utterance(*u) for u in job["utterances"]]
-    features, lengths = _synthesize_chunk(utterances, job["n_mels"], job["seed"])
+    made = _synthesize_chunk(utterances, job["n_mels"], job["seed"], job["augment"], job["augment_seeds"])
     out = Path(job_path).parent
-    np.save(out / "features.npy", features, allow_pickle=False)
-    np.save(out / "lengths.npy", lengths, allow_pickle=False)
+    np.save(out / "features.npy", made.features, allow_pickle=False)
+    np.save(out / "lengths.npy", made.lengths, allow_pickle=False)
+    (out / "channels.json").write_text(json.dumps(made.channels))
 
 
 def synthesize_features(utterances: Sequence[Utterance], n_mels: int = 40, workers: int = 2,
-                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Log-mel frames of every utterance: (sum of lengths, n_mels) float16 and lengths (N,) int64.
+                        seed: int = 0, augment: Sequence[str] = (), augment_seed: int = 0) -> Synthesized:
+    """Log-mel frames of every utterance (and the channel drawn for each).
 
     Chunks of ``_CHUNK`` utterances each run in a fresh Python process (``workers`` at a
-    time), so the result depends on the utterances and ``seed`` only.
+    time), so the result depends on the utterances, ``seed`` and ``augment_seed`` only;
+    utterance i's channel is drawn from ``np.random.default_rng([augment_seed, i])``.
     """
     if not utterances:
-        return np.zeros((0, n_mels), np.float16), np.zeros(0, np.int64)
+        return Synthesized(np.zeros((0, n_mels), np.float16), np.zeros(0, np.int64), [])
     chunks = [list(utterances[i : i + _CHUNK]) for i in range(0, len(utterances), _CHUNK)]
-    boot = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('_spoken_digits_worker', "
-            "sys.argv[1]); m = importlib.util.module_from_spec(spec); "
-            "sys.modules[spec.name] = m; spec.loader.exec_module(m); "
-            "m._worker_main(sys.argv[2])")
+    boot = "import sys; from rnnkit.data.datasets.spoken_digits import _worker_main; _worker_main(sys.argv[1])"
     with tempfile.TemporaryDirectory(prefix="rnnkit-speech-") as tmp:
-        def run(k: int) -> tuple[np.ndarray, np.ndarray]:
+        def run(k: int) -> Synthesized:
             job_dir = Path(tmp) / f"chunk{k:05d}"
             job_dir.mkdir()
-            job = {"utterances": [list(u) for u in chunks[k]], "n_mels": n_mels, "seed": seed + k}
+            first = k * _CHUNK
+            seeds = [int(np.random.SeedSequence([augment_seed, first + i]).generate_state(1)[0])
+                     for i in range(len(chunks[k]))]
+            job = {"utterances": [list(u) for u in chunks[k]], "n_mels": n_mels, "seed": seed + k,
+                   "augment": list(augment), "augment_seeds": seeds}
             (job_dir / "job.json").write_text(json.dumps(job))
             env = {**os.environ, "OMP_NUM_THREADS": "1"}
-            done = subprocess.run([sys.executable, "-c", boot, str(Path(__file__).resolve()), str(job_dir / "job.json")],
+            done = subprocess.run([sys.executable, "-c", boot, str(job_dir / "job.json")],
                                   capture_output=True, text=True, env=env)
             if done.returncode != 0:
                 tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise RuntimeError(f"synthesize_features: the espeak-ng worker of chunk {k} failed: {tail}")
-            return (np.load(job_dir / "features.npy", allow_pickle=False),
-                    np.load(job_dir / "lengths.npy", allow_pickle=False))
+                raise RuntimeError(f"synthesize_features: the synthesis worker of chunk {k} failed: {tail}")
+            return Synthesized(np.load(job_dir / "features.npy", allow_pickle=False),
+                               np.load(job_dir / "lengths.npy", allow_pickle=False),
+                               json.loads((job_dir / "channels.json").read_text()))
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # threads only wait on processes
             parts = list(pool.map(run, range(len(chunks))))
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return Synthesized(np.concatenate([p.features for p in parts]), np.concatenate([p.lengths for p in parts]),
+                       [c for p in parts for c in p.channels])
 
 
 def cache_root() -> Path:
@@ -379,15 +477,18 @@ def cache_root() -> Path:
 
 
 def _cache_key(config: SpokenDigitsConfig, version: str) -> str:
-    settings = {"config": asdict(config), "voices": voice_split(), "espeak": version, "chunk": _CHUNK,
-                "generation": _GENERATION_VERSION, "feature_rate": FEATURE_RATE}
+    settings = {"config": asdict(config), "voices": {s: split_voices(config, s) for s in ("train", "val", "test")},
+                "espeak": version, "chunk": _CHUNK, "generation": _GENERATION_VERSION, "feature_rate": FEATURE_RATE}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _espeak_version() -> str:
-    """libespeak-ng's version, from the package metadata (without loading the library here)."""
+def _espeak_version(config: SpokenDigitsConfig) -> str:
+    """libespeak-ng's version, from the package metadata (without loading the library here);
+    "" when no split uses espeak."""
     from importlib.metadata import PackageNotFoundError, version
 
+    if "espeak" not in config.engines and config.held_out_engine != "espeak":
+        return ""
     try:
         return "espeakng-loader " + version("espeakng-loader")
     except PackageNotFoundError:
@@ -399,19 +500,23 @@ def load_spoken_digits(config: SpokenDigitsConfig = SpokenDigitsConfig(), cache_
                        workers: int = 2) -> dict[str, SpokenDigits]:
     """The train/val/test splits, from the cache or synthesised (then cached) with ``workers`` processes."""
     root = Path(cache_dir) if cache_dir else cache_root()
-    folder = root / _cache_key(config, _espeak_version())
+    folder = root / _cache_key(config, _espeak_version(config))
     splits = ("train", "val", "test")
     if not (folder / "manifest.json").exists():
         utterances = {s: make_utterances(config, s) for s in splits}
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=root))
         try:
+            channels = {}
             for k, s in enumerate(splits):
-                features, lengths = synthesize_features(utterances[s], config.n_mels, workers, seed=1000 * k)
-                np.save(tmp / f"{s}_features.npy", features, allow_pickle=False)
-                np.save(tmp / f"{s}_lengths.npy", lengths, allow_pickle=False)
-            manifest = {"config": asdict(config), "voices": voice_split(), "espeak": _espeak_version(),
-                        "utterances": {s: [list(u) for u in utterances[s]] for s in splits}}
+                made = synthesize_features(utterances[s], config.n_mels, workers, seed=1000 * k,
+                                           augment=config.augment if s == "train" else (), augment_seed=config.seed)
+                np.save(tmp / f"{s}_features.npy", made.features, allow_pickle=False)
+                np.save(tmp / f"{s}_lengths.npy", made.lengths, allow_pickle=False)
+                channels[s] = made.channels
+            (tmp / "channels.json").write_text(json.dumps(channels))
+            manifest = {"config": asdict(config), "voices": {s: split_voices(config, s) for s in splits},
+                        "espeak": _espeak_version(config), "utterances": {s: [list(u) for u in utterances[s]] for s in splits}}
             (tmp / "manifest.json").write_text(json.dumps(manifest))
             try:
                 tmp.rename(folder)  # atomic: a cache folder is complete or absent
