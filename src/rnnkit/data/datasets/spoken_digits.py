@@ -38,7 +38,6 @@ utterance is in ``channels.json``).
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import logging
@@ -53,6 +52,8 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
+
+from .synthesizers import ESPEAK_RATE, Espeak
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,6 @@ TEST_VARIANTS: tuple[str, ...] = ("m3", "f2", "klatt3")
 VAL_ACCENTS: tuple[str, ...] = ("en-us-nyc",)
 VAL_VARIANTS: tuple[str, ...] = ("m6", "f4")
 
-ESPEAK_RATE = 22050  # Hz, what libespeak-ng produces
 FEATURE_RATE = 16000  # Hz, what the features are computed at (any input is resampled to it)
 _GENERATION_VERSION = 2  # bump when the synthesis or the features change: a new cache key
 _CHUNK = 400  # utterances per worker process (fixed: the chunking decides the audio)
@@ -223,76 +223,6 @@ def make_utterances(config: SpokenDigitsConfig, split: str) -> list[Utterance]:
     return out
 
 
-# -- espeak-ng through ctypes -------------------------------------------------------------------
-
-_AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_AUDIO_OUTPUT: synthesise into the callback, return when done
-_POS_CHARACTER = 1  # espeak_POSITION_TYPE
-_CHARS_UTF8 = 1  # espeak_Synth flags
-_RATE, _PITCH = 1, 3  # espeak_PARAMETER
-# int callback(short *wav, int numsamples, espeak_EVENT *events); return 0 to go on.
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-
-
-class Espeak:
-    """libespeak-ng from espeakng-loader, in synchronous mode: ``Espeak.get().synthesize(text, voice)``.
-
-    The library is one per process, so there is one instance (``Espeak.get()``). Its output
-    depends slightly on what it synthesised before in the same process (see the module
-    docstring); ``synthesize_features`` runs it in fresh processes for reproducible data.
-    """
-
-    _instance: "Espeak | None" = None
-
-    @classmethod
-    def get(cls) -> "Espeak":
-        if cls._instance is None:
-            cls._instance = cls()
-        return cls._instance
-
-    def __init__(self) -> None:
-        try:
-            import espeakng_loader
-        except ModuleNotFoundError:
-            raise ValueError("Espeak: the speech data needs the espeakng-loader package "
-                             "(pip install espeakng-loader), which ships libespeak-ng and its voices") from None
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_Initialize.restype = ctypes.c_int
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-        lib.espeak_Info.argtypes = [ctypes.c_void_p]
-        lib.espeak_Info.restype = ctypes.c_char_p
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
-        if rate != ESPEAK_RATE:
-            raise RuntimeError(f"Espeak: libespeak-ng initialisation returned {rate}, expected {ESPEAK_RATE} (Hz)")
-        self._chunks: list[np.ndarray] = []
-        self._callback = _SYNTH_CALLBACK(self._collect)  # kept referenced: the library holds a raw pointer
-        lib.espeak_SetSynthCallback(self._callback)
-        self.lib = lib
-        self.version = lib.espeak_Info(None).decode()
-
-    def _collect(self, wav, numsamples, events) -> int:
-        if wav and numsamples > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
-        return 0
-
-    def synthesize(self, text: str, voice: str = "en", rate: int = 175, pitch: int = 50) -> np.ndarray:
-        """int16 samples (N,) at ``ESPEAK_RATE`` of ``text`` spoken by ``voice`` ("en-us+m3")."""
-        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise ValueError(f"Espeak: voice {voice!r} is not an espeak-ng voice (e.g. 'en-us' or 'en-us+m3')")
-        self.lib.espeak_SetParameter(_RATE, int(rate), 0)
-        self.lib.espeak_SetParameter(_PITCH, int(pitch), 0)
-        self._chunks = []
-        data = text.encode()
-        status = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-        self.lib.espeak_Synchronize()
-        if status != 0:
-            raise RuntimeError(f"Espeak: espeak_Synth failed with status {status} for {text!r}")
-        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-
-
 # -- audio and features -----------------------------------------------------------------------
 
 def resample(audio: np.ndarray, orig_rate: int, target_rate: int = FEATURE_RATE) -> np.ndarray:
@@ -399,7 +329,7 @@ def _synthesize_chunk(utterances: Sequence[Utterance], n_mels: int, seed: int, a
     from .synthesizers import synthesize
 
     if any(u.engine == "espeak" for u in utterances):
-        Espeak.get().lib.espeak_ng_SetRandSeed(ctypes.c_int(seed))
+        Espeak.get().set_random_seed(seed)
     audio: list = [None] * len(utterances)
     for engine in dict.fromkeys(u.engine for u in utterances):
         index = [i for i, u in enumerate(utterances) if u.engine == engine]

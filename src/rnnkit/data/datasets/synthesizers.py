@@ -1,7 +1,7 @@
 """The speech synthesisers that install offline, behind one call: espeak-ng, flite and Festival.
 
 - ``espeak``: libespeak-ng and its voices from the espeakng-loader package (pip), through
-  ctypes (:class:`rnnkit.data.datasets.spoken_digits.Espeak`); 8 English accents x 17 voice
+  ctypes (:class:`Espeak`); 8 English accents x 17 voice
   variants; speaking rate and pitch are its own parameters.
 - ``flite``: Debian's ``flite`` binary and its built-in voices (kal at 8 kHz; kal16, awb, rms,
   slt at 16 kHz); the rate through ``duration_stretch``.
@@ -21,6 +21,7 @@ install.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ENGINES", "ENGINE_VOICES", "EngineUnavailable", "available_engines", "engine_available",
+__all__ = ["Espeak", "ESPEAK_RATE", "ENGINES", "ENGINE_VOICES", "EngineUnavailable", "available_engines", "engine_available",
            "synthesize", "rate_stretch", "pitch_semitones"]
 
 ENGINES: tuple[str, ...] = ("espeak", "flite", "festival")
@@ -42,6 +43,7 @@ ENGINE_VOICES: dict[str, tuple[str, ...]] = {
 }
 _INSTALL = {"espeak": "pip install espeakng-loader", "flite": "apt-get install flite",
             "festival": "apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"}
+ESPEAK_RATE = 22050  # Hz, what libespeak-ng produces
 _DEFAULT_RATE = 175.0  # words per minute: espeak's default, the rate of a stretch of 1
 
 
@@ -88,8 +90,6 @@ def synthesize(engine: str, utterances: Sequence[tuple[str, str, int, int]]) -> 
     utterance, Festival once per call.
     """
     if engine == "espeak":
-        from .spoken_digits import ESPEAK_RATE, Espeak
-
         espeak = Espeak.get()
         return [(espeak.synthesize(text, voice, rate, pitch).astype(np.float32) / 32768.0, ESPEAK_RATE)
                 for text, voice, rate, pitch in utterances]
@@ -102,6 +102,80 @@ def synthesize(engine: str, utterances: Sequence[tuple[str, str, int, int]]) -> 
         shift = pitch_semitones(pitch)
         out.append((pitch_shift(audio, sr, shift) if shift else audio, sr))
     return out
+
+
+# -- espeak-ng through ctypes -------------------------------------------------------------------
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_AUDIO_OUTPUT: synthesise into the callback, return when done
+_POS_CHARACTER = 1  # espeak_POSITION_TYPE
+_CHARS_UTF8 = 1  # espeak_Synth flags
+_RATE, _PITCH = 1, 3  # espeak_PARAMETER
+# int callback(short *wav, int numsamples, espeak_EVENT *events); return 0 to go on.
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class Espeak:
+    """libespeak-ng from espeakng-loader, in synchronous mode: ``Espeak.get().synthesize(text, voice)``.
+
+    The library is one per process, so there is one instance (``Espeak.get()``). Its output
+    depends slightly on what it synthesised before in the same process (see spoken_digits' module
+    docstring); ``synthesize_features`` runs it in fresh processes for reproducible data.
+    """
+
+    _instance: "Espeak | None" = None
+
+    @classmethod
+    def get(cls) -> "Espeak":
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def __init__(self) -> None:
+        try:
+            import espeakng_loader
+        except ModuleNotFoundError:
+            raise ValueError("Espeak: the speech data needs the espeakng-loader package "
+                             "(pip install espeakng-loader), which ships libespeak-ng and its voices") from None
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_Initialize.restype = ctypes.c_int
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_Info.argtypes = [ctypes.c_void_p]
+        lib.espeak_Info.restype = ctypes.c_char_p
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
+        if rate != ESPEAK_RATE:
+            raise RuntimeError(f"Espeak: libespeak-ng initialisation returned {rate}, expected {ESPEAK_RATE} (Hz)")
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SYNTH_CALLBACK(self._collect)  # kept referenced: the library holds a raw pointer
+        lib.espeak_SetSynthCallback(self._callback)
+        self.lib = lib
+        self.version = lib.espeak_Info(None).decode()
+
+    def _collect(self, wav, numsamples, events) -> int:
+        if wav and numsamples > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
+        return 0
+
+    def synthesize(self, text: str, voice: str = "en", rate: int = 175, pitch: int = 50) -> np.ndarray:
+        """int16 samples (N,) at ``ESPEAK_RATE`` of ``text`` spoken by ``voice`` ("en-us+m3")."""
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise ValueError(f"Espeak: voice {voice!r} is not an espeak-ng voice (e.g. 'en-us' or 'en-us+m3')")
+        self.lib.espeak_SetParameter(_RATE, int(rate), 0)
+        self.lib.espeak_SetParameter(_PITCH, int(pitch), 0)
+        self._chunks = []
+        data = text.encode()
+        status = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        self.lib.espeak_Synchronize()
+        if status != 0:
+            raise RuntimeError(f"Espeak: espeak_Synth failed with status {status} for {text!r}")
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+
+    def set_random_seed(self, seed: int) -> None:
+        """Seed libespeak-ng's own random generator (its voices vary a little at random)."""
+        self.lib.espeak_ng_SetRandSeed(ctypes.c_int(seed))
 
 
 def _synthesize_external(engine: str, utterances: Sequence[tuple[str, str, int, int]]) -> list[tuple[np.ndarray, int]]:
