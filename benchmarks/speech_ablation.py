@@ -37,6 +37,7 @@ ROWS = {
     "channel+spec-reverb": ["--augment", "speed,pitch,noise,telephone", "--spec-augment"],
     "channel+spec-speed-pitch": ["--augment", "reverb,noise,telephone", "--spec-augment"],
     "channel+spec-normalize": ["--augment", "all", "--spec-augment", "--no-normalize"],
+    "channel+spec+narrowband": ["--augment", "all", "--spec-augment", "--max-frequency", "3800"],  # bands <= 3.8 kHz
 }
 
 

@@ -170,3 +170,18 @@ def test_features_hardly_depend_on_the_recording_rate():
         assert abs(len(base) - len(other)) <= 1
         loud = base[:n] > np.log(1e-4)  # compare where there is sound, not the silence floor
         assert np.median(np.abs(base[:n] - other[:n])[loud]) < 0.05
+
+
+def test_max_frequency_keeps_every_band_below_it():
+    tone = _tone(6000, 16000)  # above the telephone band
+    wide, narrow = sd.log_mel(tone), sd.log_mel(tone, fmax=3800)
+    assert wide.shape == narrow.shape == (1 + len(tone) // 160, 40)
+    assert wide[5:-5, -8:].max() > np.log(1.0)  # the top bands of the full band hear it
+    assert narrow[5:-5].max() < wide[5:-5].max() - 10  # none of the narrow bands does (> 10 nats down)
+    # white noise recorded at 8 kHz: sound everywhere up to 4 kHz, nothing above
+    noise = (0.1 * np.random.default_rng(0).standard_normal(4000)).astype(np.float32)
+    top_wide = np.median(sd.audio_features(noise, 8000)[5:-5, -1])  # a band above 4 kHz: empty
+    top_narrow = np.median(sd.audio_features(noise, 8000, fmax=3800)[5:-5, -1])  # below 3.8 kHz: the noise
+    assert top_wide < np.log(1e-5) and top_narrow > top_wide + 5
+    with pytest.raises(ValueError, match=r"SpokenDigitsConfig: max_frequency must be in \[1000, 8000\] Hz, got 9000"):
+        sd.SpokenDigitsConfig(max_frequency=9000.0)

@@ -199,13 +199,14 @@ def test_a_held_out_engine_run_with_every_channel_predicts_and_streams(tmp_path)
         if not syn.engine_available(engine):
             pytest.skip(f"{engine} is not installed here ({syn._INSTALL[engine]})")
     options = SpeechOptions(cache_dir=str(tmp_path / "cache"), engines="espeak,flite", held_out_engine="festival",
-                            augment="all", spec_augment=True, **{**TINY, "train_size": 48, "test_size": 6,
+                            augment="all", spec_augment=True, max_frequency=3800.0, **{**TINY, "train_size": 48, "test_size": 6,
                                                                  "val_size": 6})
     summary = train("speech", options, TrainConfig(epochs=1, batch_size=16, lr=1e-2, seed=0), tmp_path / "run",
                     progress=False)
     assert summary["steps"] == 3 and np.isfinite(summary["test_loss"])
     model = rnnkit.load(tmp_path / "run")
     voices = json.loads((tmp_path / "run" / "preprocess.json").read_text())["voices"]
+    assert model.task.meta["max_frequency"] == 3800.0
     assert set(voices["train"]) == {"espeak", "flite"} and set(voices["val"]) == set(voices["test"]) == {"festival"}
     audio, rate = syn.synthesize("festival", [("three eight", "ked_diphone", 175, 50)])[0]
     paths = []
@@ -216,7 +217,7 @@ def test_a_held_out_engine_run_with_every_channel_predicts_and_streams(tmp_path)
     assert [r["frames"] for r in rows][0] == pytest.approx(rows[1]["frames"], abs=1)  # 10 ms frames either way
     for path, row in zip(paths, rows):
         file_audio, file_rate = sd.read_audio(path)
-        feats = torch.from_numpy(sd.audio_features(file_audio, file_rate))
+        feats = torch.from_numpy(sd.audio_features(file_audio, file_rate, fmax=3800.0))  # the run's bands
         out = model(feats[None], torch.tensor([len(feats)]))
         assert model.task.decode(out.log_probs, out.lengths)[0] == row["text"]
         decoder = CTCStreamDecoder(model.task.meta["tokens"])

@@ -58,6 +58,7 @@ class SpeechOptions:
     max_rate: int = 260
     data_seed: int = 0  # fixes texts, voices, rates and pitches (the training seed does not)
     n_mels: int = 40  # log-mel bands per 10 ms frame
+    max_frequency: float = 8000.0  # Hz, the top of the mel bands (3800: all inside the telephone band)
     cache_dir: str = ""  # "" = $RNNKIT_CACHE/speech or ~/.cache/rnnkit/speech
     workers: int = 2  # processes that synthesise the data (once per setting)
     labels: str = "words"  # "words": the ten digit words; "chars": letters and space (spelled out)
@@ -110,7 +111,7 @@ class SpeechOptions:
         return sd.SpokenDigitsConfig(
             train_size=self.train_size, val_size=self.val_size, test_size=self.test_size,
             min_digits=self.min_digits, max_digits=self.max_digits, min_rate=self.min_rate, max_rate=self.max_rate,
-            n_mels=self.n_mels, seed=self.data_seed, engines=_names(self.engines),
+            n_mels=self.n_mels, max_frequency=self.max_frequency, seed=self.data_seed, engines=_names(self.engines),
             held_out_engine=self.held_out_engine, augment=augment)
 
 
@@ -172,6 +173,7 @@ class SpeechTask(Task):
         config = o.data_config()
         splits = sd.load_spoken_digits(config, o.cache_dir or None, o.workers)
         self.meta = {"tokens": speech_tokens(o.labels), "labels": o.labels, "n_mels": o.n_mels,
+                     "max_frequency": o.max_frequency,
                      "feature_rate": sd.FEATURE_RATE, "voices": {s: sd.split_voices(config, s) for s in splits},
                      "sizes": {name: len(part.lengths) for name, part in splits.items()}}
         data = {}
@@ -285,7 +287,8 @@ class SpeechTask(Task):
 
     def _features_of_file(self, path) -> np.ndarray:
         audio, rate = sd.read_audio(path)
-        return sd.audio_features(audio, rate, self.meta["n_mels"])  # (T, F)
+        # (runs from before max_frequency existed used the whole band up to 8 kHz)
+        return sd.audio_features(audio, rate, self.meta["n_mels"], self.meta.get("max_frequency"))  # (T, F)
 
     @torch.no_grad()
     def predict(self, model, inputs: list[str], options: NoOptions) -> list[dict]:

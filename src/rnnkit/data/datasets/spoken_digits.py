@@ -103,6 +103,7 @@ class SpokenDigitsConfig:
     # they are every voice of that synthesiser, which training never hears
     held_out_engine: str = ""
     augment: tuple[str, ...] = ()  # channel ingredients of training utterances (audio_augment.AUGMENTATIONS)
+    max_frequency: float = 8000.0  # Hz, the top of the mel bands (3800: all inside the telephone band)
 
     def __post_init__(self) -> None:
         from ..audio_augment import AUGMENTATIONS
@@ -119,6 +120,8 @@ class SpokenDigitsConfig:
         if not self.held_out_engine and "espeak" not in self.engines:
             raise ValueError(f"{owner}: without held_out_engine, validation and test are espeak's held-out voices: "
                              f"engines must include espeak, got {list(self.engines)}")
+        if not 1000.0 <= self.max_frequency <= FEATURE_RATE / 2:
+            raise ValueError(f"{owner}: max_frequency must be in [1000, {FEATURE_RATE // 2}] Hz, got {self.max_frequency}")
         if any(a not in AUGMENTATIONS for a in self.augment) or len(set(self.augment)) < len(self.augment):
             raise ValueError(f"{owner}: augment must be some of {', '.join(AUGMENTATIONS)} (no repeats), "
                              f"got {list(self.augment)}")
@@ -235,8 +238,11 @@ def resample(audio: np.ndarray, orig_rate: int, target_rate: int = FEATURE_RATE)
     return librosa.resample(audio, orig_sr=orig_rate, target_sr=target_rate, res_type="soxr_hq").astype(np.float32)
 
 
-def log_mel(audio: np.ndarray, sample_rate: int = FEATURE_RATE, n_mels: int = 40) -> np.ndarray:
-    """Log-mel frames (T, n_mels) float32: 25 ms Hann windows every 10 ms, power, natural log.
+def log_mel(audio: np.ndarray, sample_rate: int = FEATURE_RATE, n_mels: int = 40,
+            fmax: float | None = None) -> np.ndarray:
+    """Log-mel frames (T, n_mels) float32: 25 ms Hann windows every 10 ms, power, natural log;
+    the mel bands span 20 Hz to ``fmax`` (default: half the sample rate; 3,800 Hz keeps
+    every band inside the telephone band).
 
     T = 1 + len(audio) // hop (librosa's centred frames). log(S + 1e-6) keeps silence finite.
     """
@@ -244,13 +250,13 @@ def log_mel(audio: np.ndarray, sample_rate: int = FEATURE_RATE, n_mels: int = 40
 
     n_fft, hop = round(0.025 * sample_rate), round(0.010 * sample_rate)  # 400, 160 at 16 kHz
     power = librosa.feature.melspectrogram(y=np.asarray(audio, dtype=np.float32), sr=sample_rate, n_fft=n_fft,
-                                           hop_length=hop, n_mels=n_mels, fmin=20.0, fmax=sample_rate / 2)  # (n_mels, T)
+                                           hop_length=hop, n_mels=n_mels, fmin=20.0, fmax=fmax or sample_rate / 2)  # (n_mels, T)
     return np.log(power + 1e-6).T.astype(np.float32)  # (T, n_mels)
 
 
-def audio_features(audio: np.ndarray, sample_rate: int, n_mels: int = 40) -> np.ndarray:
+def audio_features(audio: np.ndarray, sample_rate: int, n_mels: int = 40, fmax: float | None = None) -> np.ndarray:
     """Mono float audio at any rate -> log-mel frames (T, n_mels) at FEATURE_RATE, as in training."""
-    return log_mel(resample(audio, sample_rate, FEATURE_RATE), FEATURE_RATE, n_mels)
+    return log_mel(resample(audio, sample_rate, FEATURE_RATE), FEATURE_RATE, n_mels, fmax)
 
 
 # Limits of read_audio: a recording it accepts fits in memory and gives features without overflow.
@@ -322,7 +328,7 @@ class Synthesized(NamedTuple):
 
 
 def _synthesize_chunk(utterances: Sequence[Utterance], n_mels: int, seed: int, augment: Sequence[str] = (),
-                      augment_seeds: Sequence[int] = ()) -> Synthesized:
+                      augment_seeds: Sequence[int] = (), fmax: float | None = None) -> Synthesized:
     """Features of utterances, synthesised in order in this process (each engine's in one batch,
     in the utterances' order), each passed through the channel of ``augment`` drawn with its
     seed of ``augment_seeds``."""
@@ -344,7 +350,7 @@ def _synthesize_chunk(utterances: Sequence[Utterance], n_mels: int, seed: int, a
             from ..audio_augment import augment as channel
 
             sound, rate, drawn = channel(sound, rate, augment, np.random.default_rng(augment_seeds[k]))
-        feats = audio_features(sound, rate, n_mels)  # (T, n_mels)
+        feats = audio_features(sound, rate, n_mels, fmax)  # (T, n_mels)
         frames.append(feats.astype(np.float16))
         lengths.append(len(feats))
         channels.append(drawn)
@@ -355,7 +361,7 @@ def _worker_main(job_path: str) -> None:
     """Worker process: read a job (JSON), write features.npy, lengths.npy and channels.json beside it."""
     job = json.loads(Path(job_path).read_text())
     utterances = [Utterance(*u) for u in job["utterances"]]
-    made = _synthesize_chunk(utterances, job["n_mels"], job["seed"], job["augment"], job["augment_seeds"])
+    made = _synthesize_chunk(utterances, job["n_mels"], job["seed"], job["augment"], job["augment_seeds"], job["fmax"])
     out = Path(job_path).parent
     np.save(out / "features.npy", made.features, allow_pickle=False)
     np.save(out / "lengths.npy", made.lengths, allow_pickle=False)
@@ -363,7 +369,8 @@ def _worker_main(job_path: str) -> None:
 
 
 def synthesize_features(utterances: Sequence[Utterance], n_mels: int = 40, workers: int = 2,
-                        seed: int = 0, augment: Sequence[str] = (), augment_seed: int = 0) -> Synthesized:
+                        seed: int = 0, augment: Sequence[str] = (), augment_seed: int = 0,
+                        fmax: float | None = None) -> Synthesized:
     """Log-mel frames of every utterance (and the channel drawn for each).
 
     Chunks of ``_CHUNK`` utterances each run in a fresh Python process (``workers`` at a
@@ -382,7 +389,7 @@ def synthesize_features(utterances: Sequence[Utterance], n_mels: int = 40, worke
             seeds = [int(np.random.SeedSequence([augment_seed, first + i]).generate_state(1)[0])
                      for i in range(len(chunks[k]))]
             job = {"utterances": [list(u) for u in chunks[k]], "n_mels": n_mels, "seed": seed + k,
-                   "augment": list(augment), "augment_seeds": seeds}
+                   "augment": list(augment), "augment_seeds": seeds, "fmax": fmax}
             (job_dir / "job.json").write_text(json.dumps(job))
             env = {**os.environ, "OMP_NUM_THREADS": "1"}
             done = subprocess.run([sys.executable, "-c", boot, str(job_dir / "job.json")],
@@ -440,7 +447,8 @@ def load_spoken_digits(config: SpokenDigitsConfig = SpokenDigitsConfig(), cache_
             channels = {}
             for k, s in enumerate(splits):
                 made = synthesize_features(utterances[s], config.n_mels, workers, seed=1000 * k,
-                                           augment=config.augment if s == "train" else (), augment_seed=config.seed)
+                                           augment=config.augment if s == "train" else (), augment_seed=config.seed,
+                                           fmax=config.max_frequency)
                 np.save(tmp / f"{s}_features.npy", made.features, allow_pickle=False)
                 np.save(tmp / f"{s}_lengths.npy", made.lengths, allow_pickle=False)
                 channels[s] = made.channels
