@@ -56,6 +56,10 @@ def test_copy_experiment_and_the_time_budget(tmp_path):
     results = run_memory_experiment(cfg, tmp_path)
     (row,) = results["rows"]
     assert row["stopped"] == "time budget of 0.002 min reached" and row["steps"] >= 1
+    # the budget cut the run's own test evaluation short: the table's are of the whole test set
+    summary = json.loads((tmp_path / "runs" / "copy-T3-gru" / "summary.json").read_text())
+    assert summary["test_evaluated_fraction"] < 1.0 and row["test_evaluated_fraction"] == 1.0
+    assert row["test_accuracy"] == pytest.approx(evaluate(row["run"])["test_accuracy"], rel=1e-6)
     assert row["test_baseline_loss"] == pytest.approx(10 * 2.0794415416798357 / 23)
     assert 0.0 <= row["test_accuracy"] <= 1.0
     assert "test copy accuracy" in (tmp_path / "table.md").read_text()
