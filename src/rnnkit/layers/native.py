@@ -26,6 +26,7 @@ from ..cells.gru import GRU_KIND, gru_init_
 from ..cells.lstm import LSTM_KIND, lstm_init_
 from ..cells.rnn import RNN_KIND, check_nonlinearity, rnn_init_
 from .backends import ANY, Backend, register, registered
+from .boundary import Batch
 from .cell_layer import KindLayer, check_layer_args
 
 __all__ = ["RNN", "LSTM", "GRU", "TORCH_FLAGS"]
@@ -291,8 +292,32 @@ TORCH_FLAGS = {  # the configurations torch.nn's own layers compute
 }
 
 
+def _onednn_lacks_bf16(x: Tensor) -> bool:
+    """Whether torch's CPU kernel would fail here: under CPU autocast to bfloat16, oneDNN's RNN
+    primitives need a CPU with bfloat16 support (AVX-512); on others (AVX2 only) torch raises
+    "could not create a primitive descriptor for the LSTM forward propagation primitive"."""
+    return (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def _torch_run(layer, batch, state):
-    """torch's fused kernel; with lengths through a PackedSequence, as torch.nn wants it."""
+    """torch's fused kernel; with lengths through a PackedSequence, as torch.nn wants it. Under
+    CPU autocast to bfloat16 on a CPU without bfloat16 RNN kernels: in float32 (what autocast
+    then does for the rest of the model is unchanged)."""
+    if _onednn_lacks_bf16(batch.x):
+        with torch.autocast("cpu", enabled=False):
+            floats = Batch(batch.x.float(), batch.lengths, None if batch.packed is None else _float_packed(batch.packed),
+                           batch.unbatched)
+            state = None if state is None else tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
+            return _fused_run(layer, floats, state)
+    return _fused_run(layer, batch, state)
+
+
+def _float_packed(packed: PackedSequence) -> PackedSequence:
+    return PackedSequence(packed.data.float(), packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+
+
+def _fused_run(layer, batch, state):
     if hasattr(layer, "_update_flat_weights"):
         layer._update_flat_weights()
     args = (layer._flat_weights, layer.bias, layer.num_layers, layer.dropout, layer.training, layer.bidirectional)
