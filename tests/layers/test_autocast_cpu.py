@@ -1,6 +1,6 @@
 """torch's fused layers under CPU autocast to bfloat16 run on every CPU: where oneDNN has no
 bfloat16 RNN kernels (no AVX-512, e.g. AVX2-only hosts) torch's own kernel raises, and the
-"torch" backend computes the layer in float32 instead."""
+"torch" backend computes the layer in float32 instead and hands back bfloat16."""
 import pytest
 import torch
 
@@ -17,6 +17,7 @@ def test_fused_layers_run_under_cpu_bf16_autocast(cls, with_lengths):
     ref, ref_state = layer(x, lengths=lengths)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, state = layer(x, lengths=lengths)
+    assert out.dtype == torch.bfloat16  # as autocast gives it, whichever kernel ran
     torch.testing.assert_close(out.float(), ref, atol=5e-2, rtol=5e-2)
     for got, want in zip(state if isinstance(state, tuple) else (state,), ref_state if isinstance(ref_state, tuple)
                          else (ref_state,)):

@@ -302,19 +302,25 @@ def _onednn_lacks_bf16(x: Tensor) -> bool:
 
 def _torch_run(layer, batch, state):
     """torch's fused kernel; with lengths through a PackedSequence, as torch.nn wants it. Under
-    CPU autocast to bfloat16 on a CPU without bfloat16 RNN kernels: in float32 (what autocast
-    then does for the rest of the model is unchanged)."""
+    CPU autocast to bfloat16 on a CPU without bfloat16 RNN kernels: computed in float32, its
+    output and state handed back in bfloat16, as autocast would have them."""
     if _onednn_lacks_bf16(batch.x):
         with torch.autocast("cpu", enabled=False):
-            floats = Batch(batch.x.float(), batch.lengths, None if batch.packed is None else _float_packed(batch.packed),
-                           batch.unbatched)
-            state = None if state is None else tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
-            return _fused_run(layer, floats, state)
+            floats = Batch(batch.x.float(), batch.lengths, _cast(batch.packed, torch.float32), batch.unbatched)
+            out, final = _fused_run(layer, floats, _cast(state, torch.float32))
+        return _cast(out, torch.bfloat16), _cast(final, torch.bfloat16)
     return _fused_run(layer, batch, state)
 
 
-def _float_packed(packed: PackedSequence) -> PackedSequence:
-    return PackedSequence(packed.data.float(), packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+def _cast(value, dtype: torch.dtype):
+    """A tensor, a tuple of tensors, a PackedSequence or None, in ``dtype``."""
+    if value is None:
+        return None
+    if isinstance(value, PackedSequence):
+        return PackedSequence(value.data.to(dtype), value.batch_sizes, value.sorted_indices, value.unsorted_indices)
+    if isinstance(value, tuple):
+        return tuple(v.to(dtype) for v in value)
+    return value.to(dtype)
 
 
 def _fused_run(layer, batch, state):
