@@ -116,7 +116,7 @@ class SpeechOptions:
 
 
 def _names(text: str) -> tuple[str, ...]:
-    """"espeak, flite" -> ("espeak", "flite")."""
+    """Split "espeak, flite" into ("espeak", "flite")."""
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
