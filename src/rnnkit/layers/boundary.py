@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from ..checks import check_dropout
 
 __all__ = ["Batch", "unpack_input", "pack_output", "check_lengths", "check_dropout", "check_state", "autocast_state",
-           "split_states", "stack_states", "where_state"]
+           "split_states", "stack_states", "where_state", "map_state"]
 
 
 @dataclass
@@ -35,10 +35,10 @@ class Batch:
             if isinstance(part, Tensor) and part.dim() != 2:
                 raise ValueError(f"{cls}: state must be 2-D (num_layers * num_directions, H) for unbatched 2-D x, "
                                  f"got shape {tuple(part.shape)}")
-        return _map(lambda s: s.unsqueeze(1) if isinstance(s, Tensor) else s, state)
+        return map_state(lambda s: s.unsqueeze(1) if isinstance(s, Tensor) else s, state)
 
     def state_out(self, state):
-        return _map(lambda s: s.squeeze(1), state) if self.unbatched else state
+        return map_state(lambda s: s.squeeze(1), state) if self.unbatched else state
 
 
 def unpack_input(cls: str, x, lengths, batch_first: bool, input_size: int, like: Tensor | None = None) -> Batch:
@@ -193,7 +193,8 @@ def _flatten(state) -> list:
     return list(state) if isinstance(state, (tuple, list)) else [state]
 
 
-def _map(fn, state):
+def map_state(fn, state):
+    """``fn`` on a state's tensor or on each part of a tuple state."""
     return tuple(fn(s) for s in state) if isinstance(state, (tuple, list)) else fn(state)
 
 

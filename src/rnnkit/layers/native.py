@@ -26,7 +26,7 @@ from ..cells.gru import GRU_KIND, gru_init_
 from ..cells.lstm import LSTM_KIND, lstm_init_
 from ..cells.rnn import RNN_KIND, check_nonlinearity, rnn_init_
 from .backends import ANY, Backend, register, registered
-from .boundary import Batch
+from .boundary import Batch, map_state
 from .cell_layer import KindLayer, check_layer_args
 
 __all__ = ["RNN", "LSTM", "GRU", "TORCH_FLAGS"]
@@ -313,14 +313,10 @@ def _torch_run(layer, batch, state):
 
 
 def _cast(value, dtype: torch.dtype):
-    """A tensor, a tuple of tensors, a PackedSequence or None, in ``dtype``."""
-    if value is None:
-        return None
+    """A state (a tensor or a tuple of them), a PackedSequence or None, in ``dtype``."""
     if isinstance(value, PackedSequence):
-        return PackedSequence(value.data.to(dtype), value.batch_sizes, value.sorted_indices, value.unsorted_indices)
-    if isinstance(value, tuple):
-        return tuple(v.to(dtype) for v in value)
-    return value.to(dtype)
+        return value._replace(data=value.data.to(dtype))
+    return None if value is None else map_state(lambda t: t.to(dtype), value)
 
 
 def _fused_run(layer, batch, state):
