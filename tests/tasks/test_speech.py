@@ -186,6 +186,9 @@ def test_options_name_engines_and_channels_as_lists():
     assert config.augment == AUGMENTATIONS
     assert SpeechOptions(augment="noise,telephone").data_config().augment == ("noise", "telephone")
     assert SpeechOptions().data_config().augment == () and SpeechOptions().data_config().engines == ("espeak",)
+    task = SpeechTask(SpeechOptions(normalize=False))
+    task.meta = {"tokens": speech_tokens("words"), "labels": "words", "n_mels": 40}
+    assert task.build_model().config.normalize is False and SpeechTask(SpeechOptions()).options.normalize
 
 
 def test_a_held_out_engine_run_with_every_channel_predicts_and_streams(tmp_path):
