@@ -11,7 +11,9 @@ the order and the SpecAugment masks.
 
 writes ``DIR/<row>-<engine>-s<seed>/`` (run directories), ``DIR/results.json`` and
 ``DIR/table.md`` (test WER per held-out engine: mean over seeds, and each seed's), rewritten
-after every run; runs already in DIR (a summary.json) are read, not trained again. Every row's
+after every run from every finished run in DIR with the same sizes, data seed and epochs (so
+rows and seeds run by separate invocations, even at once, end in one table); runs already in
+DIR (a summary.json) are read, not trained again. Every row's
 command is printed and kept in results.json.
 """
 from __future__ import annotations
@@ -49,38 +51,61 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--val-size", type=int, default=200)
     parser.add_argument("--test-size", type=int, default=600)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--out", default="runs/speech-ablation")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rnnkit = str(Path(sys.executable).with_name("rnnkit"))
-    results = {"args": vars(args), "runs": []}
     for row in args.rows:
         for engine in args.engines:
             for seed in args.seeds:
                 run_dir = out / f"{row}-{engine}-s{seed}"
-                train_engines = ",".join(e for e in ENGINES if e != engine)
-                cmd = [rnnkit, "train", "speech", "--engines", train_engines, "--held-out-engine", engine,
-                       "--train-size", str(args.train_size), "--val-size", str(args.val_size),
-                       "--test-size", str(args.test_size), "--epochs", str(args.epochs),
-                       "--data-seed", str(args.data_seed), "--seed", str(seed), *ROWS[row], "--out", str(run_dir)]
-                line = " ".join(shlex.quote(c) for c in ["rnnkit", *cmd[1:]])
                 if not (run_dir / "summary.json").exists():
+                    cmd = command(args, row, engine, seed, run_dir)
                     load = os.getloadavg()[0]
-                    print(f"[{time.strftime('%H:%M:%S')}] load {load:.2f}: {line}", flush=True)
-                    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-                summary = json.loads((run_dir / "summary.json").read_text())
-                results["runs"].append({"row": row, "held_out": engine, "seed": seed, "command": line,
-                                        "test_wer": summary["test_wer"], "test_cer": summary["test_cer"],
-                                        "best_val_wer": summary["best_val_wer"],
-                                        "train_seconds": summary.get("train_seconds")})
-                print(f"  {row} held-out {engine} seed {seed}: test WER {summary['test_wer']:.4f}", flush=True)
+                    print(f"[{time.strftime('%H:%M:%S')}] load {load:.2f}: {shlex.join(cmd)}", flush=True)
+                    subprocess.run([str(Path(sys.executable).with_name("rnnkit")), *cmd[1:]], check=True,
+                                   stdout=subprocess.DEVNULL)
+                wer = json.loads((run_dir / "summary.json").read_text())["test_wer"]
+                print(f"  {row} held-out {engine} seed {seed}: test WER {wer:.4f}", flush=True)
+                results = {"args": vars(args), "runs": collect(args, out)}
                 (out / "results.json").write_text(json.dumps(results, indent=1))
                 (out / "table.md").write_text(table(results))
-    print(table(results))
+    print(table({"runs": collect(args, out)}))
     return 0
+
+
+def command(args: argparse.Namespace, row: str, engine: str, seed: int, run_dir: Path) -> list[str]:
+    """The ``rnnkit train speech`` command of one (recipe, held-out engine, seed)."""
+    train_engines = ",".join(e for e in ENGINES if e != engine)
+    return ["rnnkit", "train", "speech", "--engines", train_engines, "--held-out-engine", engine,
+            "--train-size", str(args.train_size), "--val-size", str(args.val_size),
+            "--test-size", str(args.test_size), "--epochs", str(args.epochs),
+            "--data-seed", str(args.data_seed), "--seed", str(seed), *ROWS[row], "--out", str(run_dir)]
+
+
+def collect(args: argparse.Namespace, out: Path) -> list[dict]:
+    """Every finished run in ``out`` (all recipes, engines and seeds, whichever invocation trained
+    it) whose data sizes, data seed and epochs are this invocation's; others are left out."""
+    runs = []
+    for row in ROWS:
+        for engine in ENGINES:
+            for seed_dir in sorted(out.glob(f"{row}-{engine}-s*"), key=lambda d: d.name):
+                seed = seed_dir.name.rsplit("-s", 1)[1]
+                if not seed.isdigit() or not (seed_dir / "summary.json").exists():
+                    continue
+                config = json.loads((seed_dir / "config.json").read_text())
+                options, train = config["options"], config["train"]
+                if ((options["train_size"], options["val_size"], options["test_size"], options["data_seed"],
+                     train["epochs"]) != (args.train_size, args.val_size, args.test_size, args.data_seed, args.epochs)):
+                    continue
+                summary = json.loads((seed_dir / "summary.json").read_text())
+                runs.append({"row": row, "held_out": engine, "seed": int(seed),
+                             "command": shlex.join(command(args, row, engine, int(seed), seed_dir)),
+                             "test_wer": summary["test_wer"], "test_cer": summary["test_cer"],
+                             "best_val_wer": summary["best_val_wer"], "train_seconds": summary.get("train_seconds")})
+    return runs
 
 
 def table(results: dict) -> str:
