@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--out", default="runs/speech-ablation")
+    parser.add_argument("--by-voice", action="store_true",
+                        help="also decode every run's test split and write DIR/voices.md: WER per test voice")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
                 results = {"args": vars(args), "runs": collect(args, out)}
                 (out / "results.json").write_text(json.dumps(results, indent=1))
                 (out / "table.md").write_text(table(results))
-    print(table({"runs": collect(args, out)}))
+    runs = collect(args, out)
+    print(table({"runs": runs}))
+    if args.by_voice:
+        (out / "voices.md").write_text(voice_table(runs, out))
+        print(voice_table(runs, out))
     return 0
 
 
@@ -106,6 +112,53 @@ def collect(args: argparse.Namespace, out: Path) -> list[dict]:
                              "test_wer": summary["test_wer"], "test_cer": summary["test_cer"],
                              "best_val_wer": summary["best_val_wer"], "train_seconds": summary.get("train_seconds")})
     return runs
+
+
+def voice_wers(run_dir: Path) -> dict[str, list[int]]:
+    """{test voice: [word edits, words]} of one run's test split (greedy decoding), cached in
+    ``run_dir/test_voices.json``."""
+    cached = run_dir / "test_voices.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    import torch
+
+    import rnnkit
+    from rnnkit.data.datasets import spoken_digits
+    from rnnkit.models.ctc import edit_distance
+
+    run = rnnkit.load(run_dir)
+    data = run.task.prepare(0)["test"]
+    utterances = spoken_digits.load_spoken_digits(run.task.options.data_config())["test"].utterances
+    counts: dict[str, list[int]] = {}
+    with torch.no_grad():
+        for start in range(0, len(utterances), 64):
+            batch = data.take(list(range(start, min(start + 64, len(utterances)))))
+            out = run(batch["x"], batch["lengths"])
+            for u, hyp in zip(utterances[start:start + 64], run.task.decode(out.log_probs, out.lengths)):
+                edits, words = counts.setdefault(u.voice, [0, 0])
+                counts[u.voice] = [edits + edit_distance(u.text.split(), hyp.split()), words + len(u.text.split())]
+    cached.write_text(json.dumps(counts, indent=1))
+    return counts
+
+
+def voice_table(runs: list[dict], out: Path) -> str:
+    """Test WER per voice of the held-out flite and Festival (espeak's 136 voices are left out):
+    one row per recipe, mean over its seeds."""
+    parts = []
+    for engine in ("flite", "festival"):
+        mine = [r for r in runs if r["held_out"] == engine]
+        if not mine:
+            continue
+        per_run = {(r["row"], r["seed"]): voice_wers(out / f"{r['row']}-{engine}-s{r['seed']}") for r in mine}
+        voices = sorted(next(iter(per_run.values())))
+        lines = [f"| recipe (held-out {engine}) | seeds | " + " | ".join(voices) + " |",
+                 "|---|---:|" + "---:|" * len(voices)]
+        for row in dict.fromkeys(r["row"] for r in mine):
+            seeds = [c for (name, _), c in per_run.items() if name == row]
+            cells = [f"{statistics.fmean(c[v][0] / c[v][1] for c in seeds):.3f}" for v in voices]
+            lines.append(f"| {row} | {len(seeds)} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def table(results: dict) -> str:
