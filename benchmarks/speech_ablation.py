@@ -13,8 +13,9 @@ writes ``DIR/<row>-<engine>-s<seed>/`` (run directories), ``DIR/results.json`` a
 ``DIR/table.md`` (test WER per held-out engine: mean over seeds, and each seed's), rewritten
 after every run from every finished run in DIR with the same sizes, data seed and epochs (so
 rows and seeds run by separate invocations, even at once, end in one table); runs already in
-DIR (a summary.json) are read, not trained again. Every row's
-command is printed and kept in results.json.
+DIR (a summary.json) are read, not trained again. Every row's command is printed and kept in
+results.json. ``--by-voice`` also writes ``DIR/voices.md``: test WER per voice of the held-out
+flite and Festival.
 """
 from __future__ import annotations
 
@@ -77,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = collect(args, out)
     print(table({"runs": runs}))
     if args.by_voice:
-        (out / "voices.md").write_text(voice_table(runs, out))
-        print(voice_table(runs, out))
+        voices = voice_table(runs, out)
+        (out / "voices.md").write_text(voices)
+        print(voices)
     return 0
 
 
@@ -135,8 +137,9 @@ def voice_wers(run_dir: Path) -> dict[str, list[int]]:
             batch = data.take(list(range(start, min(start + 64, len(utterances)))))
             out = run(batch["x"], batch["lengths"])
             for u, hyp in zip(utterances[start:start + 64], run.task.decode(out.log_probs, out.lengths)):
-                edits, words = counts.setdefault(u.voice, [0, 0])
-                counts[u.voice] = [edits + edit_distance(u.text.split(), hyp.split()), words + len(u.text.split())]
+                voice = counts.setdefault(u.voice, [0, 0])
+                voice[0] += edit_distance(u.text.split(), hyp.split())
+                voice[1] += len(u.text.split())
     cached.write_text(json.dumps(counts, indent=1))
     return counts
 
