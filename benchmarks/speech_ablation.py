@@ -126,20 +126,24 @@ def voice_wers(run_dir: Path) -> dict[str, list[int]]:
 
     import rnnkit
     from rnnkit.data.datasets import spoken_digits
-    from rnnkit.models.ctc import edit_distance
+    from rnnkit.models.ctc import error_counts
 
     run = rnnkit.load(run_dir)
     data = run.task.prepare(0)["test"]
     utterances = spoken_digits.load_spoken_digits(run.task.options.data_config())["test"].utterances
-    counts: dict[str, list[int]] = {}
+    texts: dict[str, tuple[list[str], list[str]]] = {}  # voice -> (references, hypotheses)
     with torch.no_grad():
         for start in range(0, len(utterances), 64):
             batch = data.take(list(range(start, min(start + 64, len(utterances)))))
             out = run(batch["x"], batch["lengths"])
             for u, hyp in zip(utterances[start:start + 64], run.task.decode(out.log_probs, out.lengths)):
-                voice = counts.setdefault(u.voice, [0, 0])
-                voice[0] += edit_distance(u.text.split(), hyp.split())
-                voice[1] += len(u.text.split())
+                refs, hyps = texts.setdefault(u.voice, ([], []))
+                refs.append(u.text)
+                hyps.append(hyp)
+    counts = {}
+    for voice, (refs, hyps) in texts.items():
+        errors = error_counts(refs, hyps)
+        counts[voice] = [errors.word_edits, errors.words]
     cached.write_text(json.dumps(counts, indent=1))
     return counts
 
